@@ -1,0 +1,46 @@
+"""Lanes: every signed-in user gets a private FIFO queue of requests."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from webapp.config import PROJECT_ROOT, Config
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the web app; ``config`` overrides settings read from the environment (tests)."""
+    import jobs  # noqa: F401 - registers the job catalogue
+    from webapp import errors, extensions
+    from webapp.extensions import csrf, db, login_manager, migrate, redis_binding, socketio_channel
+    from webapp.lanes.events import EventPublisher
+    from webapp.rate_limits import rate_limits
+
+    settings = Config(**(config or {}))
+    app = Flask(__name__, instance_path=str(settings.INSTANCE_DIR))
+    app.config.from_object(settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True, compare_type=True)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    redis_binding.init_app(app)
+    rate_limits.init_app(app)
+    app.extensions["lanes_socketio_channel"] = socketio_channel(app.config)
+    app.extensions["lanes_events"] = EventPublisher(app.config["REDIS_URL"], app.extensions["lanes_socketio_channel"])
+    errors.init_app(app)
+
+    from webapp import admin, api, auth, console, downloads, health, metrics, realtime
+
+    auth.init_app(app)
+    api.init_app(app)
+    console.init_app(app)
+    downloads.init_app(app)
+    admin.init_app(app)
+    health.init_app(app)
+    metrics.init_app(app)
+    realtime.init_app(app)
+    extensions.login_manager.login_view = "auth.login"
+    return app

@@ -1,0 +1,7 @@
+"""TODO(api): blueprint."""
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    pass

@@ -1,0 +1,20 @@
+"""Sign-in and sign-up forms (Flask-WTF: each carries its CSRF token)."""
+
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired, EqualTo, Length
+
+
+class LoginForm(FlaskForm):
+    username = StringField("User name", validators=[DataRequired(), Length(max=64)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+
+
+class RegisterForm(FlaskForm):
+    username = StringField("User name", validators=[DataRequired(), Length(min=3, max=32)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(min=8, max=1024)])
+    confirm = PasswordField("Repeat password", validators=[DataRequired(), EqualTo("password", "Passwords differ.")])
+
+
+class LogoutForm(FlaskForm):
+    """Only a CSRF token: logging out is a POST that another site cannot forge."""

@@ -1,0 +1,98 @@
+"""One place for configuration: every setting is read from the environment here."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = Path(os.environ.get("LANES_INSTANCE_DIR", PROJECT_ROOT / "instance"))
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def instance_secret_key(instance_dir: Path) -> str:
+    """Return the secret key kept in ``instance/secret_key``, creating it once."""
+    path = instance_dir / "secret_key"
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here, whatever SQLAlchemy's default driver is."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+class Config:
+    """Settings for web and worker processes, read from the environment at creation."""
+
+    def __init__(self, **overrides):
+        env = os.environ
+        self.INSTANCE_DIR = Path(overrides.pop("INSTANCE_DIR", INSTANCE_DIR))
+        self.SECRET_KEY = env.get("SECRET_KEY") or None
+        self.SQLALCHEMY_DATABASE_URI = sqlalchemy_url(
+            env.get("DATABASE_URL") or f"sqlite:///{self.INSTANCE_DIR / 'lanes.db'}"
+        )
+        self.REDIS_URL = env.get("REDIS_URL") or ""
+        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.SESSION_COOKIE_SECURE = _bool("LANES_SECURE_COOKIES", False)
+        self.REMEMBER_COOKIE_SECURE = self.SESSION_COOKIE_SECURE
+        self.WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
+        self.MAX_CONTENT_LENGTH = None  # enforced per route with a JSON 413
+
+        self.LANES_IDLE_SECONDS = _int("LANES_IDLE_SECONDS", 10)
+        self.LANES_MAX_WORKERS = _int("LANES_MAX_WORKERS", 32)
+        self.LANES_FAIR_SHARE = _int("LANES_FAIR_SHARE", 10)
+        self.LANES_LEASE_SECONDS = _int("LANES_LEASE_SECONDS", 15)
+        self.LANES_RECONCILE_SECONDS = _int("LANES_RECONCILE_SECONDS", 10)
+        self.LANES_SHUTDOWN_SECONDS = _int("LANES_SHUTDOWN_SECONDS", 30)
+        self.LANES_MAX_ATTEMPTS = _int("LANES_MAX_ATTEMPTS", 3)
+        self.LANES_MAX_PENDING = _int("LANES_MAX_PENDING", 1000)
+        self.LANES_MAX_BODY = _int("LANES_MAX_BODY", 65536)
+        self.LANES_SESSION_IDLE_MINUTES = _int("LANES_SESSION_IDLE_MINUTES", 120)
+        self.LANES_SUBMIT_RATE = env.get("LANES_SUBMIT_RATE", "600/minute")
+        self.LANES_LOGIN_RATE_ACCOUNT = env.get("LANES_LOGIN_RATE_ACCOUNT", "10/15minutes")
+        self.LANES_LOGIN_RATE_ADDRESS = env.get("LANES_LOGIN_RATE_ADDRESS", "100/15minutes")
+        self.LANES_WORKER_METRICS_PORT = _int("LANES_WORKER_METRICS_PORT", 9101)
+        self.LANES_ALLOW_SIGNUP = _bool("LANES_ALLOW_SIGNUP", True)
+        # Redis pub/sub ignores the database number, so the Socket.IO channel must be
+        # unique per deployment sharing one Redis server.
+        self.LANES_SOCKETIO_CHANNEL = env.get("LANES_SOCKETIO_CHANNEL", "")
+        # Argon2id cost; tests lower it so that hundreds of logins stay fast.
+        self.LANES_ARGON2_MEMORY_KIB = _int("LANES_ARGON2_MEMORY_KIB", 65536)
+        self.LANES_ARGON2_TIME_COST = _int("LANES_ARGON2_TIME_COST", 3)
+        # Trust one proxy's X-Forwarded-For (set when running behind a load balancer).
+        self.LANES_TRUSTED_PROXIES = _int("LANES_TRUSTED_PROXIES", 0)
+
+        for key, value in overrides.items():
+            setattr(self, key, value)
+        if not self.SECRET_KEY:
+            self.SECRET_KEY = instance_secret_key(self.INSTANCE_DIR)
+        self.SQLALCHEMY_DATABASE_URI = sqlalchemy_url(self.SQLALCHEMY_DATABASE_URI)
+        if self.SQLALCHEMY_DATABASE_URI.startswith("sqlite"):
+            # Web and workers write at once: WAL and a busy timeout (see extensions).
+            self.SQLALCHEMY_ENGINE_OPTIONS = {"connect_args": {"timeout": 30}}
+        if not self.REDIS_URL:
+            self.REDIS_URL = f"unix://{self.INSTANCE_DIR / 'redis.sock'}"

@@ -1,0 +1,149 @@
+"""Running one request: claim its row, run its job type, record the outcome, announce it.
+
+``run_request`` is the function every RQ job in a lane calls. It runs in the lane worker's own
+process. The database row is the truth: a request runs only if it can be claimed from
+``queued`` (or re-claimed from ``started`` after a crash), and always after every older
+pending request of the same user, so a lane stays FIFO even when Redis lost or reordered jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app
+from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
+from sqlalchemy import case, select, update
+
+from jobs.context import JobCanceled, JobContext, JobFailed
+from jobs.registry import get_job_type
+from webapp.extensions import db, get_redis
+from webapp.lanes import keys
+from webapp.lanes.representation import request_object
+from webapp.lanes.service import lane_summary
+from webapp.models import CANCELED, FAILED, FINISHED, PENDING_STATUSES, STARTED, LaneRequest, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def run_request(request_id: int, user_id: int) -> None:
+    """Run the user's pending requests up to and including ``request_id``, oldest first."""
+    while True:
+        row = claim_next(user_id, request_id)
+        if row is None:
+            return
+        if row.status == FAILED:  # crashed too often: given up as worker_lost
+            announce(row, "request.failed")
+        else:
+            execute(row)
+        if row.id >= request_id:
+            return
+
+
+def claim_next(user_id: int, up_to: int) -> LaneRequest | None:
+    """Mark the user's oldest pending request (id <= up_to) as started, in one statement.
+
+    A row found already ``started`` was interrupted by a crash: it is re-run first, or failed
+    with ``worker_lost`` once it has been started ``LANES_MAX_ATTEMPTS`` times.
+    """
+    max_attempts = current_app.config["LANES_MAX_ATTEMPTS"]
+    oldest = (
+        select(LaneRequest.id)
+        .where(LaneRequest.user_id == user_id, LaneRequest.status.in_(PENDING_STATUSES), LaneRequest.id <= up_to)
+        .order_by(LaneRequest.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    given_up = (LaneRequest.status == STARTED) & (LaneRequest.attempts >= max_attempts)
+    now = utcnow()
+    row = db.session.scalar(
+        update(LaneRequest)
+        .where(LaneRequest.id == oldest)
+        .values(
+            status=case((given_up, FAILED), else_=STARTED),
+            error_code=case((given_up, "worker_lost"), else_=None),
+            error_message=case(
+                (given_up, f"The worker running this request was lost {max_attempts} times."), else_=None
+            ),
+            ended_at=case((given_up, now), else_=None),
+            started_at=case((given_up, LaneRequest.started_at), else_=now),
+            attempts=case((given_up, LaneRequest.attempts), else_=LaneRequest.attempts + 1),
+            progress=case((given_up, LaneRequest.progress), else_=0),
+        )
+        .returning(LaneRequest),
+        execution_options={"populate_existing": True},
+    )
+    db.session.commit()
+    return row
+
+
+def execute(row: LaneRequest) -> None:
+    """Run a claimed request's job and record how it ended."""
+    publisher = current_app.extensions["lanes_events"]
+    publisher.emit(row.user_id, "request.started", request_object(row))
+    publisher.emit(row.user_id, "lane.updated", lane_summary(row.user_id))
+    db.session.commit()  # end the read transaction before a possibly long job
+
+    job_type = get_job_type(row.type)
+    redis = get_redis()
+    context = JobContext(
+        user_id=row.user_id,
+        request_id=row.id,
+        session=db.session,
+        attempt=row.attempts,
+        report_progress=lambda percent, message: report_progress(row, percent, message),
+        cancel_requested=lambda: bool(redis.exists(keys.cancel_flag(row.id))),
+    )
+    status, result, error_code, error_message = FINISHED, None, None, None
+    try:
+        if job_type is None:
+            raise JobFailed("job_error", f"Job type {row.type!r} is not installed on this worker.")
+        with UnixSignalDeathPenalty(job_type.timeout, JobTimeoutException, job_id=str(row.id)):
+            result = job_type.func(context, dict(row.payload))
+    except JobFailed as failure:
+        status, error_code, error_message = FAILED, failure.code, failure.message
+    except JobCanceled:
+        status = CANCELED
+    except JobTimeoutException:
+        status, error_code = FAILED, "timeout"
+        error_message = f"The job ran longer than its {job_type.timeout} s limit."
+    except Exception as exc:  # noqa: BLE001 - any bug in a job fails that request, not the lane
+        log.exception("request %s (%s) raised", row.id, row.type)
+        status, error_code = FAILED, "job_error"
+        error_message = f"The job failed unexpectedly ({type(exc).__name__})."
+    if status != FINISHED:
+        db.session.rollback()  # a failed or canceled job leaves no partial writes
+
+    # The job's own writes and the outcome commit together, so a re-run never doubles them.
+    db.session.execute(
+        update(LaneRequest)
+        .where(LaneRequest.id == row.id)
+        .values(
+            status=status, result=result, error_code=error_code, error_message=error_message,
+            ended_at=utcnow(), progress=100 if status == FINISHED else LaneRequest.progress,
+        )
+    )
+    db.session.commit()
+    db.session.refresh(row)
+    if status == CANCELED or job_type is not None and job_type.cancelable:
+        redis.delete(keys.cancel_flag(row.id))
+    announce(row, f"request.{status}")
+
+
+def announce(row: LaneRequest, event: str) -> None:
+    publisher = current_app.extensions["lanes_events"]
+    publisher.emit(row.user_id, event, request_object(row))
+    publisher.emit(row.user_id, "lane.updated", lane_summary(row.user_id))
+    db.session.commit()
+
+
+def report_progress(row: LaneRequest, percent: int, message: str) -> None:
+    """Store progress on the row (outside the job's transaction) and emit it live."""
+    with db.engine.begin() as connection:
+        connection.execute(
+            update(LaneRequest)
+            .where(LaneRequest.id == row.id)
+            .values(progress=percent, progress_message=message[:200] or None)
+        )
+    current_app.extensions["lanes_events"].emit(
+        row.user_id, "request.progress", {"id": row.id, "progress": percent, "message": message}
+    )

@@ -1,0 +1,29 @@
+"""The request and lane objects of the API and of live events (SPEC §5, §6)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from webapp.models import LaneRequest
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def request_object(row: LaneRequest, position: int | None = None) -> dict:
+    """The public shape of a request; ``position`` is its 1-based place among the queued."""
+    return {
+        "id": row.id,
+        "type": row.type,
+        "payload": row.payload,
+        "status": row.status,
+        "position": position if row.status == "queued" else None,
+        "result": row.result,
+        "error": row.error,
+        "progress": row.progress,
+        "attempts": row.attempts,
+        "created_at": iso(row.created_at),
+        "started_at": iso(row.started_at),
+        "ended_at": iso(row.ended_at),
+    }

@@ -1,0 +1,269 @@
+"""The lane service: submit, read, list and cancel requests. Routes and sockets call only this."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import current_app
+from rq import Queue
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from jobs.registry import get_job_type
+from webapp import errors
+from webapp.extensions import db, get_redis
+from webapp.lanes import keys
+from webapp.lanes.representation import request_object
+from webapp.models import (
+    CANCELED,
+    PENDING_STATUSES,
+    QUEUED,
+    STARTED,
+    STATUSES,
+    LaneRequest,
+    utcnow,
+)
+from webapp.rate_limits import rate_limits
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+JOB_FUNCTION = "webapp.lanes.execution.run_request"
+
+
+@dataclass
+class Submitted:
+    request: LaneRequest
+    position: int | None
+    created: bool  # False when an Idempotency-Key replayed an earlier request
+
+
+def publisher():
+    return current_app.extensions["lanes_events"]
+
+
+def submit_request(user_id: int, type_name: str, payload, idempotency_key: str | None = None) -> Submitted:
+    """Validate, write the row (queued), enqueue it in the user's lane, announce it."""
+    job_type = get_job_type(type_name) if isinstance(type_name, str) else None
+    if job_type is None:
+        raise errors.UnknownJobType(f"Unknown job type: {type_name!r}.", details={"type": type_name})
+    problems = job_type.payload_errors(payload)
+    if problems:
+        raise errors.InvalidPayload(details={"fields": problems})
+
+    digest = None
+    if idempotency_key is not None:
+        digest = hashlib.sha256(json.dumps([type_name, payload], sort_keys=True).encode()).hexdigest()
+        earlier = _idempotent_replay(user_id, idempotency_key, digest)
+        if earlier is not None:
+            return earlier
+
+    if not rate_limits.hit("submit", str(user_id)):
+        retry = rate_limits.retry_after("submit", str(user_id))
+        raise errors.RateLimited(details={"retry_after": retry}, headers={"Retry-After": str(retry)})
+
+    pending, queued = db.session.execute(
+        select(func.count(), func.count().filter(LaneRequest.status == QUEUED)).where(
+            LaneRequest.user_id == user_id, LaneRequest.status.in_(PENDING_STATUSES)
+        )
+    ).one()
+    limit = current_app.config["LANES_MAX_PENDING"]
+    if pending >= limit:
+        raise errors.LaneFull(
+            f"Your lane already holds {pending} pending requests (limit {limit}).",
+            details={"pending": pending, "limit": limit}, headers={"Retry-After": "1"},
+        )
+
+    row = LaneRequest(
+        user_id=user_id, type=type_name, payload=payload, status=QUEUED, attempts=0,
+        idempotency_key=idempotency_key, body_digest=digest, created_at=utcnow(),
+    )
+    db.session.add(row)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Another submit with the same Idempotency-Key won the race.
+        db.session.rollback()
+        earlier = _idempotent_replay(user_id, idempotency_key, digest)
+        if earlier is None:
+            raise
+        return earlier
+
+    try:
+        _enqueue(row)
+    except errors.UNAVAILABLE:
+        # Nothing may be acknowledged: take the row back (the reconciler would run it).
+        db.session.execute(LaneRequest.__table__.delete().where(LaneRequest.id == row.id))
+        db.session.commit()
+        raise
+    position = queued + 1
+    events = publisher()
+    events.emit(user_id, "request.queued", request_object(row, position))
+    events.emit(user_id, "lane.updated", lane_summary(user_id))
+    return Submitted(row, position, True)
+
+
+def _idempotent_replay(user_id: int, key: str, digest: str) -> Submitted | None:
+    row = db.session.scalar(
+        select(LaneRequest).where(LaneRequest.user_id == user_id, LaneRequest.idempotency_key == key)
+    )
+    if row is None:
+        return None
+    if row.created_at < utcnow() - IDEMPOTENCY_WINDOW:
+        row.idempotency_key = None  # expired: the key is free for a new request
+        db.session.commit()
+        return None
+    if row.body_digest != digest:
+        raise errors.IdempotencyConflict(details={"request_id": row.id})
+    return Submitted(row, position_of(row), False)
+
+
+def _enqueue(row: LaneRequest) -> None:
+    """Put the request in its lane and nudge the supervisors, in one Redis round trip."""
+    connection = get_redis()
+    with connection.pipeline() as pipe:
+        add_job(connection, pipe, row.id, row.user_id, row.type)
+        mark_ready(pipe, row.user_id)
+        pipe.execute()
+
+
+def add_job(connection, pipe, request_id: int, user_id: int, type_name: str) -> None:
+    """Queue the RQ job of a request at the back of its lane (job id = request id)."""
+    Queue(keys.lane_name(user_id), connection=connection).enqueue_call(
+        JOB_FUNCTION, args=(request_id, user_id), job_id=str(request_id), timeout=-1,
+        result_ttl=0, failure_ttl=24 * 3600, description=f"{type_name} #{request_id}", pipeline=pipe,
+    )
+
+
+def mark_ready(pipe, user_id: int) -> None:
+    """Add the lane to the ready index (keeping its place if already there) and wake a supervisor."""
+    pipe.zadd(keys.READY, {str(user_id): time.time()}, nx=True)
+    pipe.sadd(keys.KNOWN, str(user_id))
+    pipe.lpush(keys.WAKEUP, str(user_id))
+    pipe.ltrim(keys.WAKEUP, 0, 99)
+
+
+def get_request(user_id: int, request_id) -> LaneRequest:
+    """The user's request, or ``NotFound`` (also for another user's id)."""
+    try:
+        request_id = int(request_id)
+    except (TypeError, ValueError):
+        raise errors.NotFound("No such request.") from None
+    row = db.session.get(LaneRequest, request_id) if 0 < request_id < 2**63 else None
+    if row is None or row.user_id != user_id:
+        raise errors.NotFound("No such request.")
+    return row
+
+
+def position_of(row: LaneRequest) -> int | None:
+    if row.status != QUEUED:
+        return None
+    earlier = db.session.scalar(
+        select(func.count()).where(
+            LaneRequest.user_id == row.user_id, LaneRequest.status == QUEUED, LaneRequest.id < row.id
+        )
+    )
+    return earlier + 1
+
+
+def positions_of(user_id: int) -> dict[int, int]:
+    """Positions of all the user's queued requests, in one query."""
+    ids = db.session.scalars(
+        select(LaneRequest.id)
+        .where(LaneRequest.user_id == user_id, LaneRequest.status == QUEUED)
+        .order_by(LaneRequest.id)
+    )
+    return {request_id: index for index, request_id in enumerate(ids, start=1)}
+
+
+def wait_for_request(user_id: int, request_id, seconds: float) -> LaneRequest:
+    """Long-poll: return the request once it is terminal or ``seconds`` have passed."""
+    row = get_request(user_id, request_id)
+    deadline = time.monotonic() + seconds
+    delay = 0.02
+    while row.status in PENDING_STATUSES and time.monotonic() < deadline:
+        db.session.rollback()  # end the transaction so the next read sees the worker's commit
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.2)
+        row = get_request(user_id, request_id)
+    return row
+
+
+@dataclass
+class Page:
+    requests: list[LaneRequest]
+    positions: dict[int, int]
+    next_cursor: int | None
+
+
+def list_requests(user_id: int, *, status=None, type_name=None, limit=50, before=None) -> Page:
+    """The user's requests, newest first, ``limit`` per page, before the cursor (a request id)."""
+    if status is not None and status not in STATUSES:
+        raise errors.InvalidRequest(f"status must be one of {', '.join(STATUSES)}.", details={"status": status})
+    query = select(LaneRequest).where(LaneRequest.user_id == user_id)
+    if status:
+        query = query.where(LaneRequest.status == status)
+    if type_name:
+        query = query.where(LaneRequest.type == type_name)
+    if before is not None:
+        query = query.where(LaneRequest.id < before)
+    rows = list(db.session.scalars(query.order_by(LaneRequest.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    positions = positions_of(user_id) if any(r.status == QUEUED for r in rows) else {}
+    return Page(rows, positions, rows[-1].id if more else None)
+
+
+def lane_state(user_id: int) -> dict:
+    """The lane as the database knows it: ``{"name","length","running","pending"}``."""
+    rows = db.session.execute(
+        select(LaneRequest.id, LaneRequest.status)
+        .where(LaneRequest.user_id == user_id, LaneRequest.status.in_(PENDING_STATUSES))
+        .order_by(LaneRequest.id)
+    ).all()
+    running = next((r.id for r in rows if r.status == STARTED), None)
+    pending = [r.id for r in rows if r.status == QUEUED]
+    return {"name": keys.lane_name(user_id), "length": len(rows), "running": running, "pending": pending}
+
+
+def lane_summary(user_id: int) -> dict:
+    """The ``lane.updated`` event body: length (queued + running) and the running id."""
+    state = lane_state(user_id)
+    return {"name": state["name"], "length": state["length"], "running": state["running"]}
+
+
+def cancel_request(user_id: int, request_id) -> tuple[LaneRequest, bool]:
+    """Cancel a request. Returns (row, done): done is False when a running job was asked to stop."""
+    row = get_request(user_id, request_id)
+    if row.status == QUEUED:
+        now = utcnow()
+        canceled = db.session.execute(
+            update(LaneRequest)
+            .where(LaneRequest.id == row.id, LaneRequest.status == QUEUED)
+            .values(status=CANCELED, ended_at=now, error_code=None)
+        ).rowcount
+        db.session.commit()
+        db.session.refresh(row)
+        if canceled:
+            _forget_job(row)
+            events = publisher()
+            events.emit(user_id, "request.canceled", request_object(row))
+            events.emit(user_id, "lane.updated", lane_summary(user_id))
+            return row, True
+    if row.status == STARTED:
+        job_type = get_job_type(row.type)
+        if job_type is None or not job_type.cancelable:
+            raise errors.NotCancelable(f"A running {row.type} request cannot be canceled.")
+        get_redis().set(keys.cancel_flag(row.id), "1", ex=3600)
+        return row, False
+    raise errors.NotCancelable(f"The request has already ended ({row.status}).", details={"status": row.status})
+
+
+def _forget_job(row: LaneRequest) -> None:
+    """Drop a canceled request's job from its lane so no worker wakes for it."""
+    with get_redis().pipeline() as pipe:
+        pipe.lrem(keys.rq_queue(row.user_id), 0, str(row.id))
+        pipe.delete(keys.rq_job(str(row.id)))
+        pipe.execute()

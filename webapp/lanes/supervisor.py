@@ -1,0 +1,227 @@
+"""The supervisor: admits ready lanes, forks one lane worker per lane, reaps and recovers.
+
+Any number of supervisors may run, on any number of hosts. A lane's lease in Redis makes sure
+at most one of them serves it. Lane workers are forked from this already-imported process
+(a few milliseconds instead of a fresh interpreter's hundreds) into their own process group,
+so that a Ctrl-C in the terminal reaches only the supervisor, which then stops them warmly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis
+from prometheus_client import Counter, Gauge, start_http_server
+
+from webapp.extensions import db
+from webapp.lanes import keys
+from webapp.lanes.cleanup import sweep
+from webapp.lanes.events import EventPublisher
+from webapp.lanes.lane_worker import serve_lane
+from webapp.lanes.lease import LaneLease
+from webapp.lanes.reconciler import reconcile
+
+log = logging.getLogger(__name__)
+
+LANE_WORKERS = Gauge("lanes_supervisor_lane_workers", "Lane workers this supervisor runs now")
+READY_LANES = Gauge("lanes_ready_lanes", "Lanes with work (served or waiting), cluster-wide")
+WAITING_LANES = Gauge("lanes_waiting_lanes", "Lanes with work and no worker, cluster-wide")
+WORKER_STARTS = Counter("lanes_lane_worker_starts_total", "Lane workers forked")
+WORKER_EXITS = Counter("lanes_lane_worker_exits_total", "Lane workers reaped, by outcome", ["outcome"])
+REPAIRS = Counter("lanes_reconciler_requeued_total", "Requests re-enqueued from the database")
+SWEPT = Counter("lanes_lanes_deleted_total", "Empty lanes of absent users deleted by the sweep")
+
+
+@dataclass
+class Child:
+    user_id: int
+    lease: LaneLease
+    started: float
+    stopping_since: float | None = None
+
+
+class Supervisor:
+    """Runs lane workers for ready lanes, up to ``LANES_MAX_WORKERS`` at once."""
+
+    TICK_SECONDS = 0.25
+
+    def __init__(self, app):
+        self.app = app
+        self.config = app.config
+        self.connection: redis.Redis = app.extensions["lanes_redis"]
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.children: dict[int, Child] = {}
+        self.stopping = False
+        self.next_reconcile = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
+        self._start_metrics()
+        log.info("supervisor %s: serving up to %d lanes", self.id, self.config["LANES_MAX_WORKERS"])
+        while not self.stopping:
+            try:
+                self.tick()
+            except redis.exceptions.ConnectionError:
+                log.warning("supervisor: Redis unavailable, retrying", exc_info=True)
+                time.sleep(1)
+            except Exception:  # noqa: BLE001 - the supervisor must outlive one bad tick
+                log.exception("supervisor: tick failed")
+                db.session.rollback() if self._has_app_context() else None
+                time.sleep(1)
+        self.shutdown()
+
+    def _request_stop(self, signum, _frame) -> None:
+        if not self.stopping:
+            log.info("supervisor: %s received, stopping lane workers", signal.Signals(signum).name)
+        self.stopping = True
+
+    def shutdown(self) -> None:
+        """Ask every lane worker to finish its job and stop; kill those past the deadline."""
+        deadline = time.monotonic() + self.config["LANES_SHUTDOWN_SECONDS"]
+        for pid in list(self.children):
+            self._signal(pid, signal.SIGTERM)
+        while self.children and time.monotonic() < deadline:
+            if not self.reap(block_seconds=0.1):
+                time.sleep(0.05)
+        for pid in list(self.children):
+            log.warning("supervisor: lane worker %s did not stop in time; killing it", pid)
+            self._signal(pid, signal.SIGKILL)
+        while self.children:
+            self.reap(block_seconds=0.1)
+        self.connection.zrem(keys.SUPERVISORS, self.id)
+
+    def _start_metrics(self) -> None:
+        port = self.config["LANES_WORKER_METRICS_PORT"]
+        if not port:
+            return
+        try:
+            start_http_server(port, addr=os.environ.get("LANES_WORKER_METRICS_HOST", "127.0.0.1"))
+            log.info("supervisor: metrics on port %d", port)
+        except OSError as exc:
+            log.warning("supervisor: metrics port %d unavailable (%s); carrying on without it", port, exc)
+
+    @staticmethod
+    def _has_app_context() -> bool:
+        from flask import has_app_context
+
+        return has_app_context()
+
+    # -- one round ---------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.reap()
+        self.admit()
+        now = time.monotonic()
+        if now >= self.next_reconcile:
+            self.next_reconcile = now + self.config["LANES_RECONCILE_SECONDS"]
+            self.housekeeping()
+        # Sleep until a submit nudges us (or a tick passes, to reap and retry).
+        self.connection.blpop([keys.WAKEUP], timeout=self.TICK_SECONDS)
+
+    def admit(self) -> None:
+        """Take the lease of ready lanes, oldest-waiting first, while there is capacity."""
+        capacity = self.config["LANES_MAX_WORKERS"] - len(self.children)
+        ready = [int(member) for member in self.connection.zrange(keys.READY, 0, -1)]
+        READY_LANES.set(len(ready))
+        running = {child.user_id for child in self.children.values()}
+        for user_id in ready:
+            if capacity <= 0:
+                break
+            if user_id in running:
+                continue
+            lease = LaneLease(self.connection, user_id, f"{self.id}:{uuid.uuid4().hex[:8]}",
+                              self.config["LANES_LEASE_SECONDS"])
+            if lease.acquire():
+                self.spawn(user_id, lease)
+                capacity -= 1
+
+    def spawn(self, user_id: int, lease: LaneLease) -> None:
+        pid = os.fork()
+        if pid == 0:  # the lane worker
+            status = 1
+            try:
+                os.setpgid(0, 0)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                with self.app.app_context():
+                    db.engine.dispose(close=False)  # the parent's connections stay the parent's
+                self.app.extensions["lanes_events"] = EventPublisher(
+                    self.config["REDIS_URL"], self.app.extensions["lanes_socketio_channel"]
+                )
+                status = serve_lane(self.app, user_id, lease)
+            except BaseException:  # noqa: BLE001 - report anything, then leave without cleanup handlers
+                log.exception("lane worker for lane %s crashed", user_id)
+            finally:
+                os._exit(status)
+        self.children[pid] = Child(user_id, lease, time.monotonic())
+        WORKER_STARTS.inc()
+        LANE_WORKERS.set(len(self.children))
+        log.info("supervisor: lane %s -> worker pid %d", user_id, pid)
+
+    def reap(self, block_seconds: float = 0.0) -> bool:
+        """Collect exited lane workers; a crashed one gets its lane back in the ready index."""
+        reaped = False
+        deadline = time.monotonic() + block_seconds
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                break
+            if pid == 0:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.01)
+                continue
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            reaped = True
+            clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            WORKER_EXITS.labels("clean" if clean else "crashed").inc()
+            if not clean:
+                log.warning("supervisor: lane worker %d for lane %s died (status %s)", pid, child.user_id, status)
+                child.lease.release()
+                # An interrupted request may be left 'started' with an empty queue: keep the lane ready.
+                self.connection.zadd(keys.READY, {str(child.user_id): time.time()})
+                self.connection.lpush(keys.WAKEUP, str(child.user_id))
+        LANE_WORKERS.set(len(self.children))
+        return reaped
+
+    def housekeeping(self) -> None:
+        """Heartbeat, gauges, and (in one supervisor at a time) reconcile and sweep."""
+        now = time.time()
+        with self.connection.pipeline() as pipe:
+            pipe.zadd(keys.SUPERVISORS, {self.id: now})
+            pipe.zremrangebyscore(keys.SUPERVISORS, "-inf", now - 3 * self.config["LANES_RECONCILE_SECONDS"])
+            pipe.execute()
+        period_ms = int(self.config["LANES_RECONCILE_SECONDS"] * 1000)
+        if not self.connection.set(keys.RECONCILE_LOCK, self.id, nx=True, px=max(period_ms - 100, 100)):
+            return
+        with self.app.app_context():
+            REPAIRS.inc(reconcile(self.connection))
+            db.session.remove()
+        SWEPT.inc(sweep(self.connection))
+        ready = [int(m) for m in self.connection.zrange(keys.READY, 0, -1)]
+        if ready:
+            with self.connection.pipeline(transaction=False) as pipe:
+                for user_id in ready:
+                    pipe.exists(keys.lease(user_id))
+                WAITING_LANES.set(sum(1 for leased in pipe.execute() if not leased))
+        else:
+            WAITING_LANES.set(0)
+
+    def _signal(self, pid: int, signum: int) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass

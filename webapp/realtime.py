@@ -1,0 +1,7 @@
+"""TODO: Socket.IO."""
+
+from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    pass
