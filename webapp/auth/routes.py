@@ -12,10 +12,10 @@ from flask_login import current_user, login_user, logout_user
 from webapp import errors
 from webapp.auth.accounts import AccountError, authenticate, create_user
 from webapp.auth.forms import LoginForm, LogoutForm, RegisterForm
+from webapp.client_address import client_address
 from webapp.extensions import get_redis
 from webapp.lanes import presence
 from webapp.lanes.cleanup import delete_lane_if_gone
-from webapp.client_address import client_address
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
