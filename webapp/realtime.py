@@ -1,7 +1,117 @@
-"""TODO: Socket.IO."""
+"""Socket.IO: who may connect (session cookie or API token), rooms, and presence.
 
-from flask import Flask
+Each connection joins only its own user's room. Events are published by the lane service and
+the lane workers through the Redis message queue (webapp/lanes/events.py); this process's
+Socket.IO server listens on the same channel and delivers them to its own connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import socketio as socketio_lib
+from flask import Flask, current_app, request, session
+from flask_login import current_user
+from flask_socketio import join_room
+
+from webapp.auth.accounts import user_for_token
+from webapp.extensions import db, get_redis, socketio
+from webapp.lanes import presence
+from webapp.lanes.cleanup import delete_lane_if_gone
+from webapp.lanes.events import user_room
+
+log = logging.getLogger(__name__)
+
+RENEW_SECONDS = presence.SOCKET_TTL_SECONDS / 3
+
+
+class Connections:
+    """This process's open connections (socket id → user id), kept present in Redis while open."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.by_sid: dict[str, int] = {}
+        self.renewer_started = False
+
+    def add(self, sid: str, user_id: int) -> None:
+        with self.lock:
+            self.by_sid[sid] = user_id
+
+    def remove(self, sid: str) -> int | None:
+        with self.lock:
+            return self.by_sid.pop(sid, None)
+
+    def snapshot(self) -> list[tuple[str, int]]:
+        with self.lock:
+            return list(self.by_sid.items())
 
 
 def init_app(app: Flask) -> None:
-    pass
+    channel = app.extensions["lanes_socketio_channel"]
+    socketio.init_app(
+        app,
+        async_mode="threading",
+        # Explicit: for a unix:// URL Flask-SocketIO would otherwise choose the Kombu manager.
+        client_manager=socketio_lib.RedisManager(app.config["REDIS_URL"], channel=channel),
+        ping_interval=25,
+        ping_timeout=20,
+        logger=False,
+        engineio_logger=False,
+    )
+    app.extensions["lanes_connections"] = Connections()
+
+
+def _authenticated_user_id(auth) -> int | None:
+    if current_user.is_authenticated and "sid" in session:
+        return current_user.id
+    if isinstance(auth, dict) and isinstance(auth.get("token"), str):
+        found = user_for_token(auth["token"])
+        db.session.remove()
+        if found:
+            return found[0].id
+    return None
+
+
+@socketio.on("connect")
+def on_connect(auth=None):
+    user_id = _authenticated_user_id(auth)
+    if user_id is None:
+        raise ConnectionRefusedError("unauthorized")
+    join_room(user_room(user_id))
+    connections: Connections = current_app.extensions["lanes_connections"]
+    connections.add(request.sid, user_id)
+    presence.touch_socket(get_redis(), user_id, request.sid)
+    _start_renewer(current_app._get_current_object(), connections)
+    return True
+
+
+@socketio.on("disconnect")
+def on_disconnect(*_args):
+    connections: Connections = current_app.extensions["lanes_connections"]
+    user_id = connections.remove(request.sid)
+    if user_id is None:
+        return
+    connection = get_redis()
+    presence.end_socket(connection, user_id, request.sid)
+    # Closing the last tab of a signed-out user lets their empty lane go.
+    delete_lane_if_gone(connection, user_id)
+
+
+def _start_renewer(app: Flask, connections: Connections) -> None:
+    with connections.lock:
+        if connections.renewer_started:
+            return
+        connections.renewer_started = True
+    socketio.start_background_task(_renew_presence, app, connections)
+
+
+def _renew_presence(app: Flask, connections: Connections) -> None:
+    """Keep open connections present; an entry outlives a dead web process by at most its TTL."""
+    connection = app.extensions["lanes_redis"]
+    while True:
+        socketio.sleep(RENEW_SECONDS)
+        try:
+            presence.touch_sockets(connection, connections.snapshot())
+        except Exception:  # noqa: BLE001 - Redis blips must not end the renewer
+            log.warning("could not renew socket presence", exc_info=True)

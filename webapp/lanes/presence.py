@@ -25,6 +25,15 @@ def touch_socket(connection: redis.Redis, user_id: int, socket_id: str) -> None:
     connection.zadd(keys.presence(user_id), {f"sio:{socket_id}": time.time() + SOCKET_TTL_SECONDS})
 
 
+def touch_sockets(connection: redis.Redis, sockets: list[tuple[str, int]]) -> None:
+    """Renew many open connections (socket id, user id) in one round trip."""
+    expires = time.time() + SOCKET_TTL_SECONDS
+    with connection.pipeline(transaction=False) as pipe:
+        for socket_id, user_id in sockets:
+            pipe.zadd(keys.presence(user_id), {f"sio:{socket_id}": expires})
+        pipe.execute()
+
+
 def end_socket(connection: redis.Redis, user_id: int, socket_id: str) -> None:
     connection.zrem(keys.presence(user_id), f"sio:{socket_id}")
 

@@ -1,0 +1,86 @@
+"""A request acknowledged is never lost: not by a killed lane worker, not by a Redis that lost its data."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from rq import Worker
+from sqlalchemy import select
+
+from tests.conftest import wait_until
+from webapp.extensions import db
+from webapp.lanes.service import submit_request
+from webapp.models import LaneRequest
+
+
+def rows_of(app, user_id):
+    with app.app_context():
+        rows = db.session.scalars(select(LaneRequest).where(LaneRequest.user_id == user_id).order_by(LaneRequest.id)).all()
+        db.session.expunge_all()
+        db.session.rollback()
+        return rows
+
+
+def busy_worker_pid(redis_client):
+    workers = [w for w in Worker.all(connection=redis_client) if w.get_current_job_id()]
+    return workers[0].pid if workers else None
+
+
+def test_killed_lane_worker_job_is_rerun_first(app, make_user, start_worker, redis_client):
+    user = make_user("alice")
+    with app.app_context():
+        first = submit_request(user, "echo", {"message": "interrupted", "delay_ms": 3000}).request.id
+        second = submit_request(user, "echo", {"message": "after"}).request.id
+    start_worker()
+    pid = wait_until(lambda: busy_worker_pid(redis_client), message="the lane worker to start the job")
+    os.kill(pid, signal.SIGKILL)
+
+    def all_finished():
+        rows = rows_of(app, user)
+        return rows if all(r.status == "finished" for r in rows) else None
+
+    rows = wait_until(all_finished, timeout=30, message="both requests to finish after the crash")
+    by_id = {row.id: row for row in rows}
+    assert by_id[first].attempts == 2 and by_id[first].result == {"message": "interrupted"}
+    assert by_id[second].attempts == 1
+    assert by_id[second].started_at >= by_id[first].ended_at
+
+
+def test_a_request_that_keeps_killing_its_worker_fails_as_worker_lost(app, make_user, start_worker, redis_client):
+    user = make_user("bob")
+    with app.app_context():
+        doomed = submit_request(user, "echo", {"message": "doomed", "delay_ms": 20000}).request.id
+        after = submit_request(user, "echo", {"message": "still runs"}).request.id
+    start_worker(LANES_MAX_ATTEMPTS="2")
+    for _ in range(2):
+        pid = wait_until(lambda: busy_worker_pid(redis_client), timeout=15, message="a worker running the job")
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda p=pid: not os.path.exists(f"/proc/{p}") or busy_worker_pid(redis_client) != p, timeout=10)
+
+    def settled():
+        rows = {row.id: row for row in rows_of(app, user)}
+        return rows if rows[after].status == "finished" else None
+
+    rows = wait_until(settled, timeout=30, message="the lane to move past the doomed request")
+    assert rows[doomed].status == "failed"
+    assert rows[doomed].error_code == "worker_lost"
+    assert rows[doomed].attempts == 2
+    assert rows[after].result == {"message": "still runs"}
+
+
+def test_requests_survive_redis_losing_its_data_and_keep_their_order(app, make_user, start_worker, redis_client):
+    user = make_user("carol")
+    with app.app_context():
+        ids = [submit_request(user, "echo", {"message": str(n)}).request.id for n in range(5)]
+    redis_client.flushdb()  # Redis restarted without its data: the database rows are the truth
+    start_worker(LANES_RECONCILE_SECONDS="1")
+
+    def all_finished():
+        rows = rows_of(app, user)
+        return rows if all(r.status == "finished" for r in rows) else None
+
+    rows = wait_until(all_finished, timeout=30, message="the reconciler to re-enqueue the lost requests")
+    ran = sorted(rows, key=lambda row: row.started_at)
+    assert [row.id for row in ran] == ids
+    assert [row.result["message"] for row in ran] == [str(n) for n in range(5)]
