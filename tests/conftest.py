@@ -287,3 +287,62 @@ def wait_until(predicate, timeout: float = 15, interval: float = 0.05, message: 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class WebProcess:
+    """The real web server (gunicorn, threaded worker, Socket.IO over WebSocket) on a free port."""
+
+    def __init__(self, env: dict, log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "50", "-b", f"127.0.0.1:{self.port}",
+             "--graceful-timeout", "2", "--no-control-socket", "wsgi:app"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        wait_until(self._answers, timeout=20, message=f"the web server on port {self.port}")
+
+    def _answers(self) -> bool:
+        import urllib.request
+
+        if self.process.poll() is not None:
+            raise AssertionError(f"web server exited:\n{self.log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def start_web(settings, tmp_path, app):
+    started: list[WebProcess] = []
+
+    def start(**overrides) -> WebProcess:
+        web = WebProcess(worker_env(settings, **overrides), tmp_path / f"web{len(started)}.log")
+        started.append(web)
+        return web
+
+    yield start
+    for web in started:
+        web.stop()
