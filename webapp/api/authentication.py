@@ -1,0 +1,51 @@
+"""Bearer-token authentication of API calls: ``Authorization: Bearer <token>`` → ``g.api_user``.
+
+Session cookies never authenticate the API: a script must hold a token.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import current_app, g, request
+
+from webapp import errors
+from webapp.auth.accounts import user_for_token
+from webapp.extensions import db
+from webapp.models import utcnow
+
+# Writing ``last_used_at`` on every call would turn each read into a write; once a minute is enough.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+MAX_TOKEN_LENGTH = 512
+
+
+def public(view):
+    """Mark an API view as callable without a token."""
+    view.api_public = True
+    return view
+
+
+def authenticate_request() -> None:
+    """Before every API view: set ``g.api_user`` and ``g.api_token`` from the bearer token, or 401."""
+    view = current_app.view_functions.get(request.endpoint)
+    if view is None or getattr(view, "api_public", False):
+        return
+    plain = bearer_token()
+    found = user_for_token(plain) if plain else None
+    if found is None:
+        message = "This token is invalid or revoked." if plain else "Send an Authorization: Bearer <token> header."
+        raise errors.Unauthorized(message, headers={"WWW-Authenticate": 'Bearer realm="lanes"'})
+    g.api_user, g.api_token = found
+    now = utcnow()
+    if g.api_token.last_used_at is None or now - g.api_token.last_used_at > LAST_USED_RESOLUTION:
+        g.api_token.last_used_at = now
+        db.session.commit()
+
+
+def bearer_token() -> str | None:
+    """The token of an ``Authorization: Bearer`` header, or None."""
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
+        return None
+    return token
