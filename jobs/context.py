@@ -40,7 +40,11 @@ class JobContext:
     _canceled: bool = field(default=False, repr=False)
 
     def progress(self, percent: float, message: str = "", force: bool = False) -> None:
-        """Report progress (0..100); throttled to one report per 250 ms unless forced."""
+        """Report progress (0..100); throttled to one report per 250 ms unless forced.
+
+        Progress is stored on another database connection: on SQLite, report it before the job's
+        first write, or the two connections wait on each other.
+        """
         now = time.monotonic()
         if not force and now - self._last_progress < PROGRESS_INTERVAL_SECONDS:
             return

@@ -68,6 +68,7 @@ def claim_next(user_id: int, up_to: int) -> LaneRequest | None:
             started_at=case((given_up, LaneRequest.started_at), else_=now),
             attempts=case((given_up, LaneRequest.attempts), else_=LaneRequest.attempts + 1),
             progress=case((given_up, LaneRequest.progress), else_=0),
+            progress_message=case((given_up, LaneRequest.progress_message), else_=None),
         )
         .returning(LaneRequest),
         execution_options={"populate_existing": True},
@@ -124,7 +125,7 @@ def execute(row: LaneRequest) -> None:
     )
     db.session.commit()
     db.session.refresh(row)
-    if status == CANCELED or job_type is not None and job_type.cancelable:
+    if status == CANCELED:
         redis.delete(keys.cancel_flag(row.id))
     announce(row, f"request.{status}")
 
