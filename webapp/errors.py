@@ -6,9 +6,11 @@ import logging
 
 import redis
 import sqlalchemy.exc
-from flask import Flask, jsonify, make_response, render_template, request
+from flask import Flask, g, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
+
+from webapp.extensions import login_manager
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +115,9 @@ def error_response(error: LanesError):
     if wants_json():
         response = jsonify(body)
     else:
+        if error.status >= 500 and "_login_user" not in g:
+            # The page shows who is signed in; don't reload the user from a database that just failed.
+            g._login_user = login_manager.anonymous_user()
         response = make_response(render_template("error.html", error=error))
     response.status_code = error.status
     for name, value in error.headers.items():
@@ -131,6 +136,8 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def handle_http(error: HTTPException):
+        if error.code is not None and error.code < 400:  # routing redirects (e.g. a missing trailing slash)
+            return error.get_response()
         lanes_error = LanesError(error.description)
         lanes_error.status = error.code or 500
         lanes_error.code = _HTTP_CODES.get(lanes_error.status, "invalid_request")

@@ -22,7 +22,8 @@ def lane_keys(connection, user_id: int) -> list[str]:
     found += ["lanes:ready member"] if connection.zscore(keys.READY, str(user_id)) is not None else []
     found += ["lanes:known member"] if connection.sismember(keys.KNOWN, str(user_id)) else []
     found += [m.decode() for m in connection.smembers(keys.RQ_QUEUES) if m.decode().endswith(lane)]
-    found += [key.decode() for key in connection.scan_iter("rq:job:*") if connection.hget(key, "origin") == lane.encode()]
+    jobs = connection.scan_iter("rq:job:*")
+    found += [key.decode() for key in jobs if connection.hget(key, "origin") == lane.encode()]
     return found
 
 

@@ -16,15 +16,19 @@ from webapp.models import LaneRequest
 
 def rows_of(app, user_id):
     with app.app_context():
-        rows = db.session.scalars(select(LaneRequest).where(LaneRequest.user_id == user_id).order_by(LaneRequest.id)).all()
+        query = select(LaneRequest).where(LaneRequest.user_id == user_id).order_by(LaneRequest.id)
+        rows = db.session.scalars(query).all()
         db.session.expunge_all()
         db.session.rollback()
         return rows
 
 
 def busy_worker_pid(redis_client):
-    workers = [w for w in Worker.all(connection=redis_client) if w.get_current_job_id()]
-    return workers[0].pid if workers else None
+    """The pid of a live lane worker that is running a job (a killed one stays registered a while)."""
+    for worker in Worker.all(connection=redis_client):
+        if worker.get_current_job_id() and os.path.exists(f"/proc/{worker.pid}"):
+            return worker.pid
+    return None
 
 
 def test_killed_lane_worker_job_is_rerun_first(app, make_user, start_worker, redis_client):
@@ -53,10 +57,12 @@ def test_a_request_that_keeps_killing_its_worker_fails_as_worker_lost(app, make_
         doomed = submit_request(user, "echo", {"message": "doomed", "delay_ms": 20000}).request.id
         after = submit_request(user, "echo", {"message": "still runs"}).request.id
     start_worker(LANES_MAX_ATTEMPTS="2")
-    for _ in range(2):
-        pid = wait_until(lambda: busy_worker_pid(redis_client), timeout=15, message="a worker running the job")
-        os.kill(pid, signal.SIGKILL)
-        wait_until(lambda p=pid: not os.path.exists(f"/proc/{p}") or busy_worker_pid(redis_client) != p, timeout=10)
+    for attempt in (1, 2):
+        def running_attempt(attempt=attempt):
+            row = {row.id: row for row in rows_of(app, user)}[doomed]
+            return row.status == "started" and row.attempts == attempt and busy_worker_pid(redis_client)
+
+        os.kill(wait_until(running_attempt, timeout=15, message=f"attempt {attempt} to run"), signal.SIGKILL)
 
     def settled():
         rows = {row.id: row for row in rows_of(app, user)}

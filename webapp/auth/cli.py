@@ -5,13 +5,14 @@ from __future__ import annotations
 import sys
 
 import click
+from flask.cli import AppGroup
 from sqlalchemy import select
 
 from webapp.auth.accounts import AccountError, create_user, find_user
 from webapp.extensions import db
 from webapp.models import User
 
-user_cli = click.Group("user", help="Manage Lanes users.")
+user_cli = AppGroup("user", help="Manage Lanes users.")
 
 
 @user_cli.command("create")

@@ -11,8 +11,16 @@ class LoginForm(FlaskForm):
 
 
 class RegisterForm(FlaskForm):
-    username = StringField("User name", validators=[DataRequired(), Length(min=3, max=32)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(min=8, max=1024)])
+    # The name rules are checked (and worded) once, by accounts.create_user.
+    username = StringField(
+        "User name", validators=[DataRequired()],
+        description="3 to 32 characters: lowercase letters a-z, digits, '_', '.' and '-'.",
+    )
+    password = PasswordField(
+        "Password",
+        validators=[DataRequired(), Length(min=8, max=1024, message="Passwords need 8 to 1024 characters.")],
+        description="At least 8 characters.",
+    )
     confirm = PasswordField("Repeat password", validators=[DataRequired(), EqualTo("password", "Passwords differ.")])
 
 

@@ -9,14 +9,12 @@ import threading
 import setproctitle
 from rq import Queue, SimpleWorker
 from rq.job import Job
-from sqlalchemy import select
 
 from webapp.extensions import db
 from webapp.lanes import keys
 from webapp.lanes.cleanup import delete_lane_if_gone
-from webapp.lanes.execution import run_request
 from webapp.lanes.lease import LaneLease
-from webapp.models import STARTED, LaneRequest
+from webapp.lanes.reconciler import repair_lane
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +34,12 @@ class LaneWorker(SimpleWorker):
         self.lease_lost = threading.Event()
         self.handed_back = False
         queue = Queue(keys.lane_name(user_id), connection=lease.connection)
-        name = f"{socket.gethostname()}.{lease.token.rsplit(':', 1)[-1]}.lane{user_id}"
-        super().__init__([queue], connection=lease.connection, name=name, **kwargs)
+        super().__init__([queue], connection=lease.connection, name=self.name_for(lease), **kwargs)
+
+    @staticmethod
+    def name_for(lease: LaneLease) -> str:
+        """The RQ worker name of the lane worker holding ``lease`` (unique per lease)."""
+        return f"{socket.gethostname()}.{lease.token.rsplit(':', 1)[-1]}.lane{lease.user_id}"
 
     def procline(self, message: str) -> None:
         # RQ rewrites the title on every state change; keep ours so ``ps`` names the lane.
@@ -67,17 +69,6 @@ class LaneWorker(SimpleWorker):
         return False
 
 
-def recover_interrupted(user_id: int) -> None:
-    """Re-run (or give up on) requests a crashed worker left ``started``, before anything else."""
-    interrupted = db.session.scalars(
-        select(LaneRequest.id).where(LaneRequest.user_id == user_id, LaneRequest.status == STARTED)
-    ).all()
-    db.session.commit()
-    if interrupted:
-        log.warning("lane %s: re-running interrupted requests %s", user_id, interrupted)
-        run_request(max(interrupted), user_id)
-
-
 def renew_until_stopped(worker: LaneWorker, stop: threading.Event, interval: float) -> None:
     while not stop.wait(interval):
         try:
@@ -100,7 +91,7 @@ def serve_lane(app, user_id: int, lease: LaneLease) -> int:
         )
         renewer.start()
         try:
-            recover_interrupted(user_id)
+            repair_lane(lease.connection, user_id)
             worker.work(max_idle_time=config["LANES_IDLE_SECONDS"], logging_level="WARNING")
         finally:
             stop.set()
@@ -110,3 +101,14 @@ def serve_lane(app, user_id: int, lease: LaneLease) -> int:
                 delete_lane_if_gone(lease.connection, user_id)
             db.session.remove()
     return 0
+
+
+def forget_dead_worker(lease: LaneLease) -> None:
+    """Unregister a killed lane worker from RQ, so rq-dashboard and ``Worker.all()`` stop listing it."""
+    name = LaneWorker.name_for(lease)
+    worker_key = f"{SimpleWorker.redis_worker_namespace_prefix}{name}"
+    with lease.connection.pipeline() as pipe:
+        pipe.srem(SimpleWorker.redis_workers_keys, worker_key)
+        pipe.srem(f"rq:workers:{keys.lane_name(lease.user_id)}", worker_key)
+        pipe.delete(worker_key)
+        pipe.execute()

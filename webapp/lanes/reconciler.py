@@ -53,6 +53,7 @@ def _reconcile_lane(connection: redis.Redis, user_id: int, rows) -> int:
     if not missing and (ready is not None or leased or not in_redis):
         return 0
     with connection.pipeline() as pipe:
+        pipe.multi()  # RQ's enqueue_call insists on an explicit MULTI when given a used pipeline
         for row in missing:
             add_job(connection, pipe, row.id, user_id, row.type)
         mark_ready(pipe, user_id)
@@ -60,3 +61,33 @@ def _reconcile_lane(connection: redis.Redis, user_id: int, rows) -> int:
     if missing:
         log.warning("lane %s: re-enqueued %s from the database", user_id, [row.id for row in missing])
     return len(missing)
+
+
+def repair_lane(connection: redis.Redis, user_id: int) -> list[int]:
+    """Put back, at the front and in order, every pending request of a lane that has no job in it.
+
+    Called by a lane worker as it takes over a lane (it holds the lease, so nothing else runs it):
+    jobs a crashed worker had dequeued, or was running, are only in its stale RQ bookkeeping.
+    """
+    rows = db.session.execute(
+        select(LaneRequest.id, LaneRequest.type)
+        .where(LaneRequest.user_id == user_id, LaneRequest.status.in_(PENDING_STATUSES))
+        .order_by(LaneRequest.id)
+    ).all()
+    db.session.commit()
+    queue_key = keys.rq_queue(user_id)
+    in_queue = {job_id.decode() for job_id in connection.lrange(queue_key, 0, -1)}
+    missing = [row for row in rows if str(row.id) not in in_queue]
+    stale_wip = connection.zrange(f"rq:wip:{keys.lane_name(user_id)}", 0, -1)
+    with connection.pipeline() as pipe:
+        pipe.multi()  # RQ's enqueue_call insists on an explicit MULTI when given a used pipeline
+        pipe.delete(f"{queue_key}:intermediate")
+        if stale_wip:
+            # RQ would later fail these entries, and with them the job hashes re-created below.
+            pipe.zrem(f"rq:wip:{keys.lane_name(user_id)}", *stale_wip)
+        for row in reversed(missing):
+            add_job(connection, pipe, row.id, user_id, row.type, at_front=True)
+        pipe.execute()
+    if missing:
+        log.warning("lane %s: put back interrupted requests %s", user_id, [row.id for row in missing])
+    return [row.id for row in missing]

@@ -124,15 +124,16 @@ def _enqueue(row: LaneRequest) -> None:
     """Put the request in its lane and nudge the supervisors, in one Redis round trip."""
     connection = get_redis()
     with connection.pipeline() as pipe:
+        pipe.multi()  # RQ's enqueue_call insists on an explicit MULTI when given a used pipeline
         add_job(connection, pipe, row.id, row.user_id, row.type)
         mark_ready(pipe, row.user_id)
         pipe.execute()
 
 
-def add_job(connection, pipe, request_id: int, user_id: int, type_name: str) -> None:
-    """Queue the RQ job of a request at the back of its lane (job id = request id)."""
+def add_job(connection, pipe, request_id: int, user_id: int, type_name: str, at_front: bool = False) -> None:
+    """Queue the RQ job of a request in its lane (job id = request id), at the back unless ``at_front``."""
     Queue(keys.lane_name(user_id), connection=connection).enqueue_call(
-        JOB_FUNCTION, args=(request_id, user_id), job_id=str(request_id), timeout=-1,
+        JOB_FUNCTION, args=(request_id, user_id), job_id=str(request_id), timeout=-1, at_front=at_front,
         result_ttl=0, failure_ttl=24 * 3600, description=f"{type_name} #{request_id}", pipeline=pipe,
     )
 

@@ -23,7 +23,7 @@ from webapp.extensions import db
 from webapp.lanes import keys
 from webapp.lanes.cleanup import sweep
 from webapp.lanes.events import EventPublisher
-from webapp.lanes.lane_worker import serve_lane
+from webapp.lanes.lane_worker import forget_dead_worker, serve_lane
 from webapp.lanes.lease import LaneLease
 from webapp.lanes.reconciler import reconcile
 
@@ -190,6 +190,7 @@ class Supervisor:
             WORKER_EXITS.labels("clean" if clean else "crashed").inc()
             if not clean:
                 log.warning("supervisor: lane worker %d for lane %s died (status %s)", pid, child.user_id, status)
+                forget_dead_worker(child.lease)
                 child.lease.release()
                 # An interrupted request may be left 'started' with an empty queue: keep the lane ready.
                 self.connection.zadd(keys.READY, {str(child.user_id): time.time()})
