@@ -20,6 +20,7 @@ from webapp.extensions import db, get_redis
 from webapp.lanes import keys
 from webapp.lanes.representation import request_object
 from webapp.lanes.service import lane_summary
+from webapp.lanes.worker_metrics import job_ended
 from webapp.models import CANCELED, FAILED, FINISHED, PENDING_STATUSES, STARTED, LaneRequest, utcnow
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ def execute(row: LaneRequest) -> None:
     db.session.refresh(row)
     if status == CANCELED:
         redis.delete(keys.cancel_flag(row.id))
+    job_ended(row.type, status, row.started_at, row.ended_at, row.created_at)
     announce(row, f"request.{status}")
 
 

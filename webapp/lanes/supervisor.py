@@ -17,7 +17,6 @@ import uuid
 from dataclasses import dataclass
 
 import redis
-from prometheus_client import Counter, Gauge, start_http_server
 
 from webapp.extensions import db
 from webapp.lanes import keys
@@ -26,17 +25,19 @@ from webapp.lanes.events import EventPublisher
 from webapp.lanes.lane_worker import forget_dead_worker, serve_lane
 from webapp.lanes.lease import LaneLease
 from webapp.lanes.reconciler import reconcile
+from webapp.lanes.worker_metrics import (
+    LANE_WORKERS,
+    LANES_DELETED,
+    READY_LANES,
+    REPAIRS,
+    WAITING_LANES,
+    WORKER_EXITS,
+    WORKER_STARTS,
+    process_exited,
+    serve,
+)
 
 log = logging.getLogger(__name__)
-
-LANE_WORKERS = Gauge("lanes_supervisor_lane_workers", "Lane workers this supervisor runs now")
-READY_LANES = Gauge("lanes_ready_lanes", "Lanes with work (served or waiting), cluster-wide")
-WAITING_LANES = Gauge("lanes_waiting_lanes", "Lanes with work and no worker, cluster-wide")
-WORKER_STARTS = Counter("lanes_lane_worker_starts_total", "Lane workers forked")
-WORKER_EXITS = Counter("lanes_lane_worker_exits_total", "Lane workers reaped, by outcome", ["outcome"])
-REPAIRS = Counter("lanes_reconciler_requeued_total", "Requests re-enqueued from the database")
-SWEPT = Counter("lanes_lanes_deleted_total", "Empty lanes of absent users deleted by the sweep")
-
 
 @dataclass
 class Child:
@@ -75,7 +76,6 @@ class Supervisor:
                 time.sleep(1)
             except Exception:  # noqa: BLE001 - the supervisor must outlive one bad tick
                 log.exception("supervisor: tick failed")
-                db.session.rollback() if self._has_app_context() else None
                 time.sleep(1)
         self.shutdown()
 
@@ -101,19 +101,8 @@ class Supervisor:
 
     def _start_metrics(self) -> None:
         port = self.config["LANES_WORKER_METRICS_PORT"]
-        if not port:
-            return
-        try:
-            start_http_server(port, addr=os.environ.get("LANES_WORKER_METRICS_HOST", "127.0.0.1"))
-            log.info("supervisor: metrics on port %d", port)
-        except OSError as exc:
-            log.warning("supervisor: metrics port %d unavailable (%s); carrying on without it", port, exc)
-
-    @staticmethod
-    def _has_app_context() -> bool:
-        from flask import has_app_context
-
-        return has_app_context()
+        if port:
+            serve(port, os.environ.get("LANES_WORKER_METRICS_HOST", "127.0.0.1"))
 
     # -- one round ---------------------------------------------------------------------------
 
@@ -186,6 +175,7 @@ class Supervisor:
             if child is None:
                 continue
             reaped = True
+            process_exited(pid)
             clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
             WORKER_EXITS.labels("clean" if clean else "crashed").inc()
             if not clean:
@@ -211,7 +201,7 @@ class Supervisor:
         with self.app.app_context():
             REPAIRS.inc(reconcile(self.connection))
             db.session.remove()
-        SWEPT.inc(sweep(self.connection))
+        LANES_DELETED.inc(sweep(self.connection))
         ready = [int(m) for m in self.connection.zrange(keys.READY, 0, -1)]
         if ready:
             with self.connection.pipeline(transaction=False) as pipe:
