@@ -1,5 +1,7 @@
 """``echo``: returns its message, after an optional delay (diagnostics and benchmarks)."""
 
+import time
+
 from jobs.context import JobContext
 from jobs.registry import job_type
 
@@ -18,7 +20,11 @@ from jobs.registry import job_type
     cancelable=True,
 )
 def echo(ctx: JobContext, payload: dict) -> dict:
-    delay_ms = payload.get("delay_ms", 0)
-    if delay_ms:
-        ctx.sleep(delay_ms / 1000)
+    delay = payload.get("delay_ms", 0) / 1000
+    if delay:
+        # Waiting reports progress like real work does, so the delay exercises the whole live path.
+        started = time.monotonic()
+        while (elapsed := time.monotonic() - started) < delay:
+            ctx.progress(100 * elapsed / delay, "waiting")
+            ctx.sleep(min(0.05, delay - elapsed))
     return {"message": payload["message"]}

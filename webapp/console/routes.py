@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from jobs.registry import JobType, all_job_types, get_job_type
@@ -35,6 +35,15 @@ def index():
     if job_type is None:
         raise errors.NotFound(f"There is no job type named {name!r}.")
     return render_console(job_type, PayloadForm(job_type))
+
+
+@bp.get("/console/lane")
+@login_required
+def lane_fragment():
+    """The lane part of the console alone: the live layer fetches it when events arrive or it reconnects."""
+    response = make_response(render_template("console/_lane.html", lane=lane_view(current_user.id)))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.post("/console/requests")

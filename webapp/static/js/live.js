@@ -1,0 +1,101 @@
+// The live console: Socket.IO events keep the lane view current without a page reload.
+// The server renders the lane (GET /console/lane); this script decides when to fetch it again,
+// moves progress bars in place, and sends the submit and cancel forms without leaving the page.
+(function () {
+  "use strict";
+
+  var container = document.querySelector("[data-live-url]");
+  if (!container || typeof io === "undefined") { return; }
+  var laneUrl = container.getAttribute("data-live-url");
+  var statusLine = document.getElementById("live-status");
+  var LANE_EVENTS = ["request.queued", "request.started", "request.finished", "request.failed",
+                     "request.canceled", "lane.updated"];
+
+  function setStatus(state, text) {
+    statusLine.setAttribute("data-state", state);
+    statusLine.textContent = text;
+  }
+
+  // Fetch the lane at most once per animation-sized window, and never two fetches at once.
+  var pending = false, inFlight = false, timer = null;
+  function refreshSoon() {
+    pending = true;
+    if (!timer) { timer = setTimeout(refresh, 30); }
+  }
+  function refresh() {
+    timer = null;
+    if (inFlight) { return; }
+    pending = false;
+    inFlight = true;
+    fetch(laneUrl, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
+      .then(function (response) {
+        if (response.redirected || response.status === 401) { window.location.reload(); return null; }
+        return response.ok ? response.text() : null;
+      })
+      .then(function (html) { if (html !== null && html !== undefined) { swapLane(html); } })
+      .catch(function () { setStatus("offline", "Connection lost; retrying…"); })
+      .then(function () {
+        inFlight = false;
+        if (pending) { refreshSoon(); }
+      });
+  }
+
+  function swapLane(html) {
+    var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("lane");
+    var current = document.getElementById("lane");
+    if (fresh && current) { current.replaceWith(document.importNode(fresh, true)); }
+  }
+
+  function moveProgress(data) {
+    var row = document.querySelector('[data-request-id="' + data.id + '"] .progress');
+    if (!row) { refreshSoon(); return; }
+    var bar = row.querySelector("progress");
+    bar.value = data.progress;
+    bar.textContent = data.progress + "%";
+    row.setAttribute("data-progress", data.progress);
+    row.querySelector(".progress-value").textContent = data.progress + "%";
+    row.querySelector(".progress-message").textContent = data.message || "";
+  }
+
+  function showMessages(doc) {
+    var incoming = doc.querySelector(".flashes");
+    var current = document.querySelector(".flashes");
+    if (current) { current.remove(); }
+    if (incoming) { document.getElementById("main").prepend(document.importNode(incoming, true)); }
+  }
+
+  // Forms inside the console post in the background; a failed submit shows the form's own errors.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var isSubmit = form.id === "submit-form";
+    if (!isSubmit && !form.classList.contains("cancel-form")) { return; }
+    event.preventDefault();
+    var button = form.querySelector("button[type=submit]");
+    if (button) { button.disabled = true; }
+    fetch(form.action, { method: "POST", body: new FormData(form), credentials: "same-origin" })
+      .then(function (response) { return response.text().then(function (html) { return [response, html]; }); })
+      .then(function (result) {
+        var doc = new DOMParser().parseFromString(result[1], "text/html");
+        showMessages(doc);
+        if (isSubmit) {
+          var freshForm = doc.getElementById("submit-form");
+          if (freshForm) { form.replaceWith(document.importNode(freshForm, true)); }
+        }
+        var freshLane = doc.getElementById("lane");
+        if (freshLane) { document.getElementById("lane").replaceWith(document.importNode(freshLane, true)); }
+      })
+      .catch(function () { form.submit(); })
+      .then(function () { if (button) { button.disabled = false; } });
+  });
+
+  var socket = io({ transports: ["websocket", "polling"] });
+  socket.on("connect", function () {
+    setStatus("live", "Live: updates appear as they happen.");
+    refreshSoon();  // after a reconnect, whatever happened meanwhile
+  });
+  socket.on("disconnect", function () { setStatus("offline", "Connection lost; reconnecting…"); });
+  socket.on("connect_error", function () { setStatus("offline", "Connection lost; reconnecting…"); });
+  LANE_EVENTS.forEach(function (name) { socket.on(name, refreshSoon); });
+  socket.on("request.progress", moveProgress);
+  window.lanesSocket = socket;  // for the browser tests and the curious
+})();
