@@ -48,7 +48,7 @@ def outcome_in_words(row: LaneRequest, position: int | None = None) -> str:
     if row.status == CANCELED:
         return "Canceled before it finished." if row.started_at else "Canceled before it started."
     if row.status == STARTED:
-        return row.progress_message or "Running…"
+        return f"Running (attempt {row.attempts})." if row.attempts > 1 else "Running…"
     return f"Waiting, position {position}." if position else "Waiting."
 
 

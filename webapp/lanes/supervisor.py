@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import redis
 
+from jobs.registry import all_job_types
 from webapp.extensions import db
 from webapp.lanes import keys
 from webapp.lanes.cleanup import sweep
@@ -35,6 +36,7 @@ from webapp.lanes.worker_metrics import (
     WORKER_STARTS,
     process_exited,
     serve,
+    start_series,
 )
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,7 @@ class Supervisor:
         self.connection.zrem(keys.SUPERVISORS, self.id)
 
     def _start_metrics(self) -> None:
+        start_series([job_type.name for job_type in all_job_types()])
         port = self.config["LANES_WORKER_METRICS_PORT"]
         if port:
             serve(port, os.environ.get("LANES_WORKER_METRICS_HOST", "127.0.0.1"))
@@ -189,19 +192,12 @@ class Supervisor:
         return reaped
 
     def housekeeping(self) -> None:
-        """Heartbeat, gauges, and (in one supervisor at a time) reconcile and sweep."""
+        """Heartbeat and gauges (every supervisor), then reconcile and sweep (one supervisor at a time)."""
         now = time.time()
         with self.connection.pipeline() as pipe:
             pipe.zadd(keys.SUPERVISORS, {self.id: now})
             pipe.zremrangebyscore(keys.SUPERVISORS, "-inf", now - 3 * self.config["LANES_RECONCILE_SECONDS"])
             pipe.execute()
-        period_ms = int(self.config["LANES_RECONCILE_SECONDS"] * 1000)
-        if not self.connection.set(keys.RECONCILE_LOCK, self.id, nx=True, px=max(period_ms - 100, 100)):
-            return
-        with self.app.app_context():
-            REPAIRS.inc(reconcile(self.connection))
-            db.session.remove()
-        LANES_DELETED.inc(sweep(self.connection))
         ready = [int(m) for m in self.connection.zrange(keys.READY, 0, -1)]
         if ready:
             with self.connection.pipeline(transaction=False) as pipe:
@@ -210,6 +206,13 @@ class Supervisor:
                 WAITING_LANES.set(sum(1 for leased in pipe.execute() if not leased))
         else:
             WAITING_LANES.set(0)
+        period_ms = int(self.config["LANES_RECONCILE_SECONDS"] * 1000)
+        if not self.connection.set(keys.RECONCILE_LOCK, self.id, nx=True, px=max(period_ms - 100, 100)):
+            return
+        with self.app.app_context():
+            REPAIRS.inc(reconcile(self.connection))
+            db.session.remove()
+        LANES_DELETED.inc(sweep(self.connection))
 
     def _signal(self, pid: int, signum: int) -> None:
         try:

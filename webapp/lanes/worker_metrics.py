@@ -36,6 +36,15 @@ JOB_WAIT = Histogram(
 )
 
 
+def start_series(job_types: list[str]) -> None:
+    """Create every labelled series at 0, so ``increase()`` sees their first events."""
+    for outcome in ("clean", "crashed"):
+        WORKER_EXITS.labels(outcome)
+    for job_type in job_types:
+        for status in ("finished", "failed", "canceled"):
+            JOBS.labels(job_type, status)
+
+
 def serve(port: int, host: str) -> bool:
     """Serve the metrics of this supervisor and its lane workers; False if the port is taken."""
     registry = CollectorRegistry()
