@@ -11,6 +11,8 @@ from webapp.extensions import db, get_redis, login_manager
 from webapp.lanes import presence
 from webapp.models import User
 
+TOUCH_EVERY_SECONDS = 60
+
 
 def init_app(app: Flask) -> None:
     from webapp.auth.cli import user_cli
@@ -35,9 +37,11 @@ def keep_session_alive() -> None:
 
     idle_minutes = current_app.config["LANES_SESSION_IDLE_MINUTES"]
     now = time.time()
-    if now - session.get("seen", now) > idle_minutes * 60:
+    seen = session.get("seen", now)
+    if now - seen > idle_minutes * 60:
         logout_user()
         session.clear()
         return
-    session["seen"] = now
-    presence.touch_session(get_redis(), current_user.id, session["sid"], idle_minutes)
+    if now - seen >= TOUCH_EVERY_SECONDS:  # not on every request: a minute's precision is plenty
+        session["seen"] = now
+        presence.touch_session(get_redis(), current_user.id, session["sid"], idle_minutes)

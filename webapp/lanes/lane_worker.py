@@ -62,11 +62,13 @@ class LaneWorker(SimpleWorker):
 
     def others_waiting(self) -> bool:
         """Whether another lane with work has no worker (its lease is free)."""
-        for member in self.connection.zrange(keys.READY, 0, -1):
-            other = int(member)
-            if other != self.user_id and not self.connection.exists(keys.lease(other)):
-                return True
-        return False
+        others = [int(member) for member in self.connection.zrange(keys.READY, 0, -1) if int(member) != self.user_id]
+        if not others:
+            return False
+        with self.connection.pipeline(transaction=False) as pipe:
+            for other in others:
+                pipe.exists(keys.lease(other))
+            return not all(pipe.execute())
 
 
 def renew_until_stopped(worker: LaneWorker, stop: threading.Event, interval: float) -> None:
