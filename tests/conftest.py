@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -26,7 +27,7 @@ FAST_ARGON2 = {"LANES_ARGON2_MEMORY_KIB": 1024, "LANES_ARGON2_TIME_COST": 1}
 PASSWORD = "correct horse battery"
 
 
-def _create_postgres_database(url: str) -> str:
+def create_postgres_database(url: str) -> str:
     """A fresh database on the server of ``url``, for this test session only."""
     parsed = make_url(url)
     name = f"lanes_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
@@ -36,24 +37,33 @@ def _create_postgres_database(url: str) -> str:
     return parsed.set(database=name).render_as_string(hide_password=False)
 
 
-def _drop_postgres_database(url: str) -> None:
+def drop_postgres_database(url: str) -> None:
     parsed = make_url(url)
     admin = parsed.set(drivername="postgresql", database="postgres")
     with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session")
-def database_url(tmp_path_factory):
+@contextmanager
+def fresh_database(folder: Path):
+    """An empty database: on the ``TEST_DATABASE_URL`` server (PostgreSQL), else an SQLite file in ``folder``."""
     base = os.environ.get("TEST_DATABASE_URL")
-    if base:
-        url = _create_postgres_database(base)
-        yield url
-        _drop_postgres_database(url)
-    else:
+    if not base:
         if os.environ.get("CI"):
             pytest.fail("CI must set TEST_DATABASE_URL (PostgreSQL)")
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'lanes.db'}"
+        yield f"sqlite:///{folder / 'lanes.db'}"
+        return
+    url = create_postgres_database(base)
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    with fresh_database(tmp_path_factory.mktemp("db")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -239,15 +249,13 @@ def worker_env(settings, **overrides) -> dict:
     return env
 
 
-class WorkerProcess:
-    """A real ``python worker.py`` supervisor."""
+class ProcessUnderTest:
+    """A real process of ours, its output in a log file, stopped with SIGTERM (then SIGKILL)."""
 
-    def __init__(self, env: dict, log_path: Path):
+    def __init__(self, command: list[str], env: dict, log_path: Path):
         self.log_path = log_path
         self.log = open(log_path, "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT
-        )
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def stop(self, timeout: float = 30) -> int:
         if self.process.poll() is None:
@@ -263,6 +271,13 @@ class WorkerProcess:
     def output(self) -> str:
         self.log.flush()
         return self.log_path.read_text(errors="replace")
+
+
+class WorkerProcess(ProcessUnderTest):
+    """A real ``python worker.py`` supervisor."""
+
+    def __init__(self, env: dict, log_path: Path):
+        super().__init__([sys.executable, str(ROOT / "worker.py")], env, log_path)
 
 
 @pytest.fixture
@@ -297,41 +312,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class WebProcess:
+class WebProcess(ProcessUnderTest):
     """The real web server (gunicorn, threaded worker, Socket.IO over WebSocket) on a free port."""
 
     def __init__(self, env: dict, log_path: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.log = open(log_path, "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "50", "-b", f"127.0.0.1:{self.port}",
-             "--graceful-timeout", "2", "--no-control-socket", "wsgi:app"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
+        command = [sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "50", "-b", f"127.0.0.1:{self.port}",
+                   "--graceful-timeout", "2", "--no-control-socket", "wsgi:app"]
+        super().__init__(command, env, log_path)
         wait_until(self._answers, timeout=20, message=f"the web server on port {self.port}")
 
     def _answers(self) -> bool:
         import urllib.request
 
         if self.process.poll() is not None:
-            raise AssertionError(f"web server exited:\n{self.log_path.read_text()}")
+            raise AssertionError(f"web server exited:\n{self.output()}")
         try:
             with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
                 return response.status == 200
         except OSError:
             return False
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
 
 
 @pytest.fixture

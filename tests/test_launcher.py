@@ -25,9 +25,9 @@ import pytest
 from tests.conftest import (
     FAST_ARGON2,
     ROOT,
-    _create_postgres_database,
-    _drop_postgres_database,
+    create_postgres_database,
     csrf_token_from,
+    drop_postgres_database,
     wait_until,
 )
 
@@ -238,7 +238,7 @@ def test_make_run_starts_everything_creates_the_admin_runs_a_request_and_stops_o
 
 def test_a_given_admin_password_is_used_never_printed_and_kept_across_restarts(launch, instance_dir, redis_url):
     base = os.environ.get("TEST_DATABASE_URL")
-    database_url = _create_postgres_database(base) if base else f"sqlite:///{instance_dir / 'given.db'}"
+    database_url = create_postgres_database(base) if base else f"sqlite:///{instance_dir / 'given.db'}"
     try:
         # With REDIS_URL and DATABASE_URL given, those are used and no embedded Redis starts.
         lanes = launch(LANES_ADMIN_PASSWORD="given admin password", DATABASE_URL=database_url, REDIS_URL=redis_url,
@@ -261,7 +261,7 @@ def test_a_given_admin_password_is_used_never_printed_and_kept_across_restarts(l
         assert_all_stopped(again)
     finally:
         if base:
-            _drop_postgres_database(database_url)
+            drop_postgres_database(database_url)
 
 
 def test_when_a_part_dies_everything_stops_with_an_error(launch, instance_dir):

@@ -8,7 +8,7 @@ import pytest
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, inspect
 
-from tests.conftest import _create_postgres_database, _drop_postgres_database
+from tests.conftest import fresh_database
 from webapp import create_app
 
 TABLES = {"users", "api_tokens", "lane_requests", "ledger_accounts", "ledger_entries", "export_files"}
@@ -16,13 +16,8 @@ TABLES = {"users", "api_tokens", "lane_requests", "ledger_accounts", "ledger_ent
 
 @pytest.fixture
 def empty_database(tmp_path):
-    base = os.environ.get("TEST_DATABASE_URL")
-    if base:
-        url = _create_postgres_database(base)
+    with fresh_database(tmp_path) as url:
         yield url
-        _drop_postgres_database(url)
-    else:
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
 
 
 def tables_in(url: str) -> set[str]:
