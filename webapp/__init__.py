@@ -28,8 +28,8 @@ def create_app(config: dict | None = None) -> Flask:
     csrf.init_app(app)
     redis_binding.init_app(app)
     rate_limits.init_app(app)
-    app.extensions["lanes_socketio_channel"] = socketio_channel(app.config)
-    app.extensions["lanes_events"] = EventPublisher(app.config["REDIS_URL"], app.extensions["lanes_socketio_channel"])
+    channel = app.extensions["lanes_socketio_channel"] = socketio_channel(app.config)
+    app.extensions["lanes_events"] = EventPublisher(app.extensions["lanes_redis"], channel)
     errors.init_app(app)
 
     from webapp import admin, api, auth, console, downloads, health, metrics, realtime

@@ -1,10 +1,18 @@
-"""Live events, published through the Socket.IO Redis message queue to the user's room."""
+"""Live events, published into the Socket.IO Redis channel for the user's room.
+
+Any process can publish: web and lane workers alike, without a Socket.IO server. Messages are
+written in python-socketio's pub/sub format (what ``RedisManager.emit`` publishes), so that they
+can ride in the same Redis transaction as the change they announce: ``request.queued`` is
+published before the job becomes visible to a worker, so it can never arrive after ``started``.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 
-import socketio
+import redis
 
 log = logging.getLogger(__name__)
 
@@ -14,15 +22,29 @@ def user_room(user_id: int) -> str:
 
 
 class EventPublisher:
-    """Publishes events from any process (web or worker) without a Socket.IO server."""
+    """Publishes events to a user's Socket.IO room through the deployment's channel."""
 
-    def __init__(self, redis_url: str, channel: str):
-        # Passed explicitly: given a unix:// URL, Flask-SocketIO would pick the Kombu manager.
-        self.manager = socketio.RedisManager(redis_url, channel=channel, write_only=True)
+    def __init__(self, connection: redis.Redis, channel: str):
+        self.connection = connection
+        self.channel = channel
+        self.host_id = uuid.uuid4().hex  # a server skips messages carrying its own host id; ours is unique
 
-    def emit(self, user_id: int, event: str, data: dict) -> None:
-        """Send ``event`` to the user's connections; a lost event is logged, never fatal."""
+    def message(self, user_id: int, event: str, data: dict) -> str:
+        return json.dumps({
+            "method": "emit", "event": event, "data": [data], "binary": False, "namespace": "/",
+            "room": user_room(user_id), "skip_sid": None, "callback": None, "host_id": self.host_id,
+        })
+
+    def add_to(self, pipe, user_id: int, *events: tuple[str, dict]) -> None:
+        """Queue ``(event, data)`` publications on a pipeline the caller executes."""
+        for event, data in events:
+            pipe.publish(self.channel, self.message(user_id, event, data))
+
+    def emit(self, user_id: int, *events: tuple[str, dict]) -> None:
+        """Publish now, in one round trip; a lost event is logged, never fatal (the row is the truth)."""
         try:
-            self.manager.emit(event, data, room=user_room(user_id), namespace="/")
-        except Exception:  # noqa: BLE001 - live updates are best effort; the row is the truth
-            log.warning("could not publish %s for user %s", event, user_id, exc_info=True)
+            with self.connection.pipeline(transaction=False) as pipe:
+                self.add_to(pipe, user_id, *events)
+                pipe.execute()
+        except redis.exceptions.RedisError:
+            log.warning("could not publish %s for user %s", [event for event, _ in events], user_id, exc_info=True)

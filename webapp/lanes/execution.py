@@ -80,9 +80,9 @@ def claim_next(user_id: int, up_to: int) -> LaneRequest | None:
 
 def execute(row: LaneRequest) -> None:
     """Run a claimed request's job and record how it ended."""
-    publisher = current_app.extensions["lanes_events"]
-    publisher.emit(row.user_id, "request.started", request_object(row))
-    publisher.emit(row.user_id, "lane.updated", lane_summary(row.user_id))
+    current_app.extensions["lanes_events"].emit(
+        row.user_id, ("request.started", request_object(row)), ("lane.updated", lane_summary(row.user_id))
+    )
     db.session.commit()  # end the read transaction before a possibly long job
 
     job_type = get_job_type(row.type)
@@ -133,9 +133,9 @@ def execute(row: LaneRequest) -> None:
 
 
 def announce(row: LaneRequest, event: str) -> None:
-    publisher = current_app.extensions["lanes_events"]
-    publisher.emit(row.user_id, event, request_object(row))
-    publisher.emit(row.user_id, "lane.updated", lane_summary(row.user_id))
+    current_app.extensions["lanes_events"].emit(
+        row.user_id, (event, request_object(row)), ("lane.updated", lane_summary(row.user_id))
+    )
     db.session.commit()
 
 
@@ -148,5 +148,5 @@ def report_progress(row: LaneRequest, percent: int, message: str) -> None:
             .values(progress=percent, progress_message=message[:200] or None)
         )
     current_app.extensions["lanes_events"].emit(
-        row.user_id, "request.progress", {"id": row.id, "progress": percent, "message": message}
+        row.user_id, ("request.progress", {"id": row.id, "progress": percent, "message": message})
     )

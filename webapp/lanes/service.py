@@ -64,10 +64,12 @@ def submit_request(user_id: int, type_name: str, payload, idempotency_key: str |
         retry = rate_limits.retry_after("submit", str(user_id))
         raise errors.RateLimited(details={"retry_after": retry}, headers={"Retry-After": str(retry)})
 
-    pending, queued = db.session.execute(
-        select(func.count(), func.count().filter(LaneRequest.status == QUEUED)).where(
-            LaneRequest.user_id == user_id, LaneRequest.status.in_(PENDING_STATUSES)
-        )
+    pending, queued, running = db.session.execute(
+        select(
+            func.count(),
+            func.count().filter(LaneRequest.status == QUEUED),
+            func.max(LaneRequest.id).filter(LaneRequest.status == STARTED),
+        ).where(LaneRequest.user_id == user_id, LaneRequest.status.in_(PENDING_STATUSES))
     ).one()
     limit = current_app.config["LANES_MAX_PENDING"]
     if pending >= limit:
@@ -91,17 +93,19 @@ def submit_request(user_id: int, type_name: str, payload, idempotency_key: str |
             raise
         return earlier
 
+    position = queued + 1
+    announcements = (
+        ("request.queued", request_object(row, position)),
+        # Derived from the count taken before the insert: no second query on the hot path.
+        ("lane.updated", {"name": keys.lane_name(user_id), "length": pending + 1, "running": running}),
+    )
     try:
-        _enqueue(row)
+        _enqueue(row, announcements)
     except errors.UNAVAILABLE:
         # Nothing may be acknowledged: take the row back (the reconciler would run it).
         db.session.execute(LaneRequest.__table__.delete().where(LaneRequest.id == row.id))
         db.session.commit()
         raise
-    position = queued + 1
-    events = publisher()
-    events.emit(user_id, "request.queued", request_object(row, position))
-    events.emit(user_id, "lane.updated", lane_summary(user_id))
     return Submitted(row, position, True)
 
 
@@ -120,13 +124,17 @@ def _idempotent_replay(user_id: int, key: str, digest: str) -> Submitted | None:
     return Submitted(row, position_of(row), False)
 
 
-def _enqueue(row: LaneRequest) -> None:
-    """Put the request in its lane and nudge the supervisors, in one Redis round trip."""
+def _enqueue(row: LaneRequest, announcements) -> None:
+    """Put the request in its lane, nudge the supervisors and announce it, in one Redis transaction.
+
+    Being one transaction, the announcement is out before any worker can see the job.
+    """
     connection = get_redis()
     with connection.pipeline() as pipe:
         pipe.multi()  # RQ's enqueue_call insists on an explicit MULTI when given a used pipeline
         add_job(connection, pipe, row.id, row.user_id, row.type)
         mark_ready(pipe, row.user_id)
+        publisher().add_to(pipe, row.user_id, *announcements)
         pipe.execute()
 
 
@@ -249,9 +257,9 @@ def cancel_request(user_id: int, request_id) -> tuple[LaneRequest, bool]:
         db.session.refresh(row)
         if canceled:
             _forget_job(row)
-            events = publisher()
-            events.emit(user_id, "request.canceled", request_object(row))
-            events.emit(user_id, "lane.updated", lane_summary(user_id))
+            publisher().emit(
+                user_id, ("request.canceled", request_object(row)), ("lane.updated", lane_summary(user_id))
+            )
             return row, True
     if row.status == STARTED:
         job_type = get_job_type(row.type)

@@ -22,7 +22,6 @@ from jobs.registry import all_job_types
 from webapp.extensions import db
 from webapp.lanes import keys
 from webapp.lanes.cleanup import sweep
-from webapp.lanes.events import EventPublisher
 from webapp.lanes.lane_worker import forget_dead_worker, serve_lane
 from webapp.lanes.lease import LaneLease
 from webapp.lanes.reconciler import reconcile
@@ -146,9 +145,6 @@ class Supervisor:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 with self.app.app_context():
                     db.engine.dispose(close=False)  # the parent's connections stay the parent's
-                self.app.extensions["lanes_events"] = EventPublisher(
-                    self.config["REDIS_URL"], self.app.extensions["lanes_socketio_channel"]
-                )
                 status = serve_lane(self.app, user_id, lease)
             except BaseException:  # noqa: BLE001 - report anything, then leave without cleanup handlers
                 log.exception("lane worker for lane %s crashed", user_id)
