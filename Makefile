@@ -30,7 +30,7 @@ test: $(INSTALLED_DEV)
 lint: $(INSTALLED_DEV)
 	$(VENV)/bin/ruff check .
 
-bench: $(INSTALLED)
+bench: $(INSTALLED_DEV)
 	@if [ -f bench/__main__.py ]; then \
 		$(PYTHON) -m bench; \
 	else \

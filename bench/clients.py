@@ -28,20 +28,28 @@ class Submitted:
     def seconds(self) -> float:
         return self.returned - self.began
 
+    @property
+    def wall_began(self) -> float:
+        return self.wall_returned - self.seconds
+
 
 class ApiClient:
     """``/api/v1`` with a bearer token, over one keep-alive connection (a ``requests.Session``)."""
 
-    def __init__(self, base_url: str, token: str):
+    def __init__(self, base_url: str, token: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.session = requests.Session()
         self.session.trust_env = False  # never through a proxy from the environment
-        self.session.headers["Authorization"] = f"Bearer {token}"
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
 
-    def submit(self, type_name: str, payload: dict) -> Submitted:
+    def submit(self, type_name: str, payload: dict, token: str | None = None) -> Submitted:
+        """Submit a request (as the user of ``token`` when given); ``SubmitRefused`` unless 202."""
+        headers = {"Authorization": f"Bearer {token}"} if token else None
         began = time.perf_counter()
         response = self.session.post(
-            f"{self.base_url}/api/v1/requests", json={"type": type_name, "payload": payload}, timeout=30
+            f"{self.base_url}/api/v1/requests", json={"type": type_name, "payload": payload}, headers=headers,
+            timeout=30,
         )
         body = response.json()
         returned, wall = time.perf_counter(), time.time()

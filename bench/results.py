@@ -95,13 +95,13 @@ def render_table(environment: dict, reports: list[ScenarioReport]) -> str:
     lines = ["Lanes benchmark", ""]
     for key, value in environment.items():
         lines.append(f"  {key + ':':<14}{value}")
-    header = f"  {'measurement':<46}{'median/value':>14}{'p95':>12}  {'target':<30}result"
+    header = f"  {'measurement':<52}{'median/value':>14}{'p95':>12}  {'target':<36}result"
     for report in reports:
         lines += ["", f"{report.title}  [{report.seconds:.0f} s]", header, "  " + "-" * (len(header) - 2)]
         for m in report.measurements:
             p95 = _number(m.p95, m.unit) if m.stats else ""
             lines.append(
-                f"  {m.name:<46}{_number(m.value, m.unit):>14}{p95:>12}  {m.target or '-':<30}{_verdict(m)}"
+                f"  {m.name:<52}{_number(m.value, m.unit):>14}{p95:>12}  {m.target or '-':<36}{_verdict(m)}"
             )
             if m.note:
                 lines.append(f"    ({m.note})")

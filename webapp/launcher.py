@@ -24,6 +24,8 @@ from webapp.embedded_redis import EmbeddedRedis, EmbeddedRedisError, answers
 
 ADMIN_NAME = "admin"
 HEALTH_TIMEOUT_SECONDS = 60
+# Each open WebSocket and each long-poll holds a thread; threads start only when needed.
+WEB_THREADS = int(os.environ.get("LANES_WEB_THREADS", "1100"))
 GRACEFUL_SECONDS = 5  # gunicorn's graceful timeout: open WebSockets must not hold shutdown up
 STOP_MARGIN_SECONDS = 10
 WHAT = {"web": "the web server (gunicorn)", "worker": "the supervisor (worker.py)"}
@@ -177,7 +179,9 @@ class Launcher:
         # shared by every instance on the host.
         return [
             sys.executable, "-m", "gunicorn",
-            "--worker-class", "gthread", "--workers", "1", "--threads", "100",
+            "--worker-class", "gthread", "--workers", "1", "--threads", str(WEB_THREADS),
+            # gthread stops accepting at worker-connections, and drops keep-alive once threads reach it.
+            "--worker-connections", str(WEB_THREADS + 200),
             "--bind", f"{http_host(self.host)}:{self.port}",
             "--graceful-timeout", str(GRACEFUL_SECONDS),
             "--no-control-socket",

@@ -29,19 +29,22 @@ log = logging.getLogger(__name__)
 def run_request(request_id: int, user_id: int) -> None:
     """Run the user's pending requests up to and including ``request_id``, oldest first."""
     while True:
-        row = claim_next(user_id, request_id)
-        if row is None:
+        claimed = claim_next(user_id, request_id)
+        if claimed is None:
             return
+        row, lane = claimed
         if row.status == FAILED:  # crashed too often: given up as worker_lost
-            announce(row, "request.failed")
+            announce(row, lane)
         else:
-            execute(row)
+            execute(row, lane)
         if row.id >= request_id:
             return
 
 
-def claim_next(user_id: int, up_to: int) -> LaneRequest | None:
+def claim_next(user_id: int, up_to: int) -> tuple[LaneRequest, dict] | None:
     """Mark the user's oldest pending request (id <= up_to) as started, in one statement.
+
+    Returns the row and the lane's summary after the change (one transaction), or None.
 
     A row found already ``started`` was interrupted by a crash: it is re-run first, or failed
     with ``worker_lost`` once it has been started ``LANES_MAX_ATTEMPTS`` times.
@@ -74,16 +77,14 @@ def claim_next(user_id: int, up_to: int) -> LaneRequest | None:
         .returning(LaneRequest),
         execution_options={"populate_existing": True},
     )
+    lane = lane_summary(user_id) if row is not None else None
     db.session.commit()
-    return row
+    return (row, lane) if row is not None else None
 
 
-def execute(row: LaneRequest) -> None:
+def execute(row: LaneRequest, lane: dict) -> None:
     """Run a claimed request's job and record how it ended."""
-    current_app.extensions["lanes_events"].emit(
-        row.user_id, ("request.started", request_object(row)), ("lane.updated", lane_summary(row.user_id))
-    )
-    db.session.commit()  # end the read transaction before a possibly long job
+    announce(row, lane)
 
     job_type = get_job_type(row.type)
     redis = get_redis()
@@ -116,27 +117,29 @@ def execute(row: LaneRequest) -> None:
         db.session.rollback()  # a failed or canceled job leaves no partial writes
 
     # The job's own writes and the outcome commit together, so a re-run never doubles them.
-    db.session.execute(
+    row = db.session.scalar(
         update(LaneRequest)
         .where(LaneRequest.id == row.id)
         .values(
             status=status, result=result, error_code=error_code, error_message=error_message,
             ended_at=utcnow(), progress=100 if status == FINISHED else LaneRequest.progress,
         )
+        .returning(LaneRequest),
+        execution_options={"populate_existing": True},
     )
+    lane = lane_summary(row.user_id)
     db.session.commit()
-    db.session.refresh(row)
+    announce(row, lane)
     if status == CANCELED:
         redis.delete(keys.cancel_flag(row.id))
     job_ended(row.type, status, row.started_at, row.ended_at, row.created_at)
-    announce(row, f"request.{status}")
 
 
-def announce(row: LaneRequest, event: str) -> None:
+def announce(row: LaneRequest, lane: dict) -> None:
+    """Emit the row's current state (``request.<status>``) and the lane's summary, in one round trip."""
     current_app.extensions["lanes_events"].emit(
-        row.user_id, (event, request_object(row)), ("lane.updated", lane_summary(row.user_id))
+        row.user_id, (f"request.{row.status}", request_object(row)), ("lane.updated", lane)
     )
-    db.session.commit()
 
 
 def report_progress(row: LaneRequest, percent: int, message: str) -> None:

@@ -238,29 +238,34 @@ def lane_state(user_id: int) -> dict:
 
 
 def lane_summary(user_id: int) -> dict:
-    """The ``lane.updated`` event body: length (queued + running) and the running id."""
-    state = lane_state(user_id)
-    return {"name": state["name"], "length": state["length"], "running": state["running"]}
+    """The ``lane.updated`` event body: length (queued + running) and the running id, in one aggregate query."""
+    length, running = db.session.execute(
+        select(func.count(), func.max(LaneRequest.id).filter(LaneRequest.status == STARTED)).where(
+            LaneRequest.user_id == user_id, LaneRequest.status.in_(PENDING_STATUSES)
+        )
+    ).one()
+    return {"name": keys.lane_name(user_id), "length": length, "running": running}
 
 
 def cancel_request(user_id: int, request_id) -> tuple[LaneRequest, bool]:
     """Cancel a request. Returns (row, done): done is False when a running job was asked to stop."""
     row = get_request(user_id, request_id)
     if row.status == QUEUED:
-        now = utcnow()
-        canceled = db.session.execute(
+        # Only if still queued: a worker claiming it at the same moment wins or loses as a whole.
+        canceled = db.session.scalar(
             update(LaneRequest)
             .where(LaneRequest.id == row.id, LaneRequest.status == QUEUED)
-            .values(status=CANCELED, ended_at=now, error_code=None)
-        ).rowcount
+            .values(status=CANCELED, ended_at=utcnow(), error_code=None)
+            .returning(LaneRequest),
+            execution_options={"populate_existing": True},
+        )
+        lane = lane_summary(user_id) if canceled is not None else None
         db.session.commit()
-        db.session.refresh(row)
-        if canceled:
-            _forget_job(row)
-            publisher().emit(
-                user_id, ("request.canceled", request_object(row)), ("lane.updated", lane_summary(user_id))
-            )
-            return row, True
+        if canceled is not None:
+            _forget_job(canceled)
+            publisher().emit(user_id, ("request.canceled", request_object(canceled)), ("lane.updated", lane))
+            return canceled, True
+        db.session.refresh(row)  # it started (or ended) meanwhile
     if row.status == STARTED:
         job_type = get_job_type(row.type)
         if job_type is None or not job_type.cancelable:
