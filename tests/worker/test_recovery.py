@@ -37,8 +37,12 @@ def test_killed_lane_worker_job_is_rerun_first(app, make_user, start_worker, red
         first = submit_request(user, "echo", {"message": "interrupted", "delay_ms": 3000}).request.id
         second = submit_request(user, "echo", {"message": "after"}).request.id
     start_worker()
-    pid = wait_until(lambda: busy_worker_pid(redis_client), message="the lane worker to start the job")
-    os.kill(pid, signal.SIGKILL)
+
+    def running():
+        row = rows_of(app, user)[0]
+        return row.status == "started" and busy_worker_pid(redis_client)
+
+    os.kill(wait_until(running, message="the lane worker to start the job"), signal.SIGKILL)
 
     def all_finished():
         rows = rows_of(app, user)

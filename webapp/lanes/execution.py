@@ -12,7 +12,7 @@ import logging
 
 from flask import current_app
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
-from sqlalchemy import case, select, update
+from sqlalchemy import bindparam, case, select, update
 
 from jobs.context import JobCanceled, JobContext, JobFailed
 from jobs.registry import get_job_type
@@ -41,41 +41,68 @@ def run_request(request_id: int, user_id: int) -> None:
             return
 
 
-def claim_next(user_id: int, up_to: int) -> tuple[LaneRequest, dict] | None:
-    """Mark the user's oldest pending request (id <= up_to) as started, in one statement.
-
-    Returns the row and the lane's summary after the change (one transaction), or None.
-
-    A row found already ``started`` was interrupted by a crash: it is re-run first, or failed
-    with ``worker_lost`` once it has been started ``LANES_MAX_ATTEMPTS`` times.
-    """
-    max_attempts = current_app.config["LANES_MAX_ATTEMPTS"]
+def _claim_statement():
+    """Built once: the oldest pending row of a lane (id <= up_to) becomes started, or worker_lost."""
     oldest = (
         select(LaneRequest.id)
-        .where(LaneRequest.user_id == user_id, LaneRequest.status.in_(PENDING_STATUSES), LaneRequest.id <= up_to)
+        .where(
+            LaneRequest.user_id == bindparam("lane_user"),
+            LaneRequest.status.in_(PENDING_STATUSES),
+            LaneRequest.id <= bindparam("up_to"),
+        )
         .order_by(LaneRequest.id)
         .limit(1)
         .scalar_subquery()
     )
-    given_up = (LaneRequest.status == STARTED) & (LaneRequest.attempts >= max_attempts)
-    now = utcnow()
-    row = db.session.scalar(
+    given_up = (LaneRequest.status == STARTED) & (LaneRequest.attempts >= bindparam("max_attempts"))
+    now = bindparam("now", type_=LaneRequest.started_at.type)
+    return (
         update(LaneRequest)
         .where(LaneRequest.id == oldest)
         .values(
             status=case((given_up, FAILED), else_=STARTED),
             error_code=case((given_up, "worker_lost"), else_=None),
-            error_message=case(
-                (given_up, f"The worker running this request was lost {max_attempts} times."), else_=None
-            ),
+            error_message=case((given_up, bindparam("lost_message")), else_=None),
             ended_at=case((given_up, now), else_=None),
             started_at=case((given_up, LaneRequest.started_at), else_=now),
             attempts=case((given_up, LaneRequest.attempts), else_=LaneRequest.attempts + 1),
             progress=case((given_up, LaneRequest.progress), else_=0),
             progress_message=case((given_up, LaneRequest.progress_message), else_=None),
         )
-        .returning(LaneRequest),
-        execution_options={"populate_existing": True},
+        .returning(LaneRequest)
+    )
+
+
+CLAIM = _claim_statement()
+RECORD_OUTCOME = (
+    update(LaneRequest)
+    .where(LaneRequest.id == bindparam("outcome_id"))
+    .values(
+        status=bindparam("outcome"), result=bindparam("outcome_result", type_=LaneRequest.result.type),
+        error_code=bindparam("outcome_code"), error_message=bindparam("outcome_message"),
+        ended_at=bindparam("outcome_at", type_=LaneRequest.ended_at.type),
+        progress=case((bindparam("outcome") == FINISHED, 100), else_=LaneRequest.progress),
+    )
+    .returning(LaneRequest)
+)
+REFRESH = {"populate_existing": True}
+
+
+def claim_next(user_id: int, up_to: int) -> tuple[LaneRequest, dict] | None:
+    """Mark the user's oldest pending request (id <= up_to) as started, in one statement.
+
+    A row found already ``started`` was interrupted by a crash: it is re-run first, or failed
+    with ``worker_lost`` once it has been started ``LANES_MAX_ATTEMPTS`` times. Returns the row
+    and the lane's summary after the change (one transaction), or None.
+    """
+    max_attempts = current_app.config["LANES_MAX_ATTEMPTS"]
+    row = db.session.scalar(
+        CLAIM,
+        {
+            "lane_user": user_id, "up_to": up_to, "max_attempts": max_attempts, "now": utcnow(),
+            "lost_message": f"The worker running this request was lost {max_attempts} times.",
+        },
+        execution_options=REFRESH,
     )
     lane = lane_summary(user_id) if row is not None else None
     db.session.commit()
@@ -118,14 +145,12 @@ def execute(row: LaneRequest, lane: dict) -> None:
 
     # The job's own writes and the outcome commit together, so a re-run never doubles them.
     row = db.session.scalar(
-        update(LaneRequest)
-        .where(LaneRequest.id == row.id)
-        .values(
-            status=status, result=result, error_code=error_code, error_message=error_message,
-            ended_at=utcnow(), progress=100 if status == FINISHED else LaneRequest.progress,
-        )
-        .returning(LaneRequest),
-        execution_options={"populate_existing": True},
+        RECORD_OUTCOME,
+        {
+            "outcome_id": row.id, "outcome": status, "outcome_result": result, "outcome_code": error_code,
+            "outcome_message": error_message, "outcome_at": utcnow(),
+        },
+        execution_options=REFRESH,
     )
     lane = lane_summary(row.user_id)
     db.session.commit()
