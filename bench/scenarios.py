@@ -22,6 +22,7 @@ from bench import cpu_usage
 from bench.clients import ApiClient, LiveEvents, SubmitRefused, Submitted
 from bench.results import Measurement, ScenarioReport
 from bench.stack import BenchUser, Stack, WebServer
+from webapp.launcher import WEB_THREADS
 
 ECHO = {"message": "bench"}
 EVENT_TIMEOUT_SECONDS = 30  # an event later than this counts as missing
@@ -331,9 +332,14 @@ def idle_connections(stack: Stack, _main_web: WebServer | None, sizes: Sizes) ->
     if limit < count + FD_HEADROOM // 2:
         count = max(1, limit - FD_HEADROOM // 2)
         report.notes.append(f"only {count} connections fit in the open-files limit {limit}")
-    # Each WebSocket holds one of gunicorn's threads, and gthread accepts at most --worker-connections.
-    web = stack.start_web(threads=count + 100, worker_connections=count + 200)
-    report.notes.append(f"this scenario's own web process: {web.flags} (the launcher uses --threads 100)")
+    # Each WebSocket holds one of gunicorn's threads, and gthread accepts at most --worker-connections:
+    # the launcher's flags hold 1,000; more connections get a web process sized for them.
+    if count + 100 <= WEB_THREADS:
+        web = stack.start_web()
+        report.notes.append(f"a web process of its own, with the launcher's flags: {web.flags}")
+    else:
+        web = stack.start_web(threads=count + 100, worker_connections=count + 300)
+        report.notes.append(f"a web process of its own, sized for {count} sockets: {web.flags}")
     probe_user = stack.new_user("probe")
     idle_users = stack.new_users("idle", min(IDLE_USERS, max(1, count - 1)))
     api, probe = ApiClient(web.url, probe_user.token), LiveEvents(web.url, probe_user.token).connect()

@@ -96,8 +96,8 @@ class WebServer(Child):
         if threads is not None:
             command[command.index("--threads") + 1] = str(threads)
         if worker_connections is not None:
-            # gunicorn's gthread worker stops accepting at --worker-connections (default 1000).
-            command[-1:-1] = ["--worker-connections", str(worker_connections)]
+            # gunicorn's gthread worker stops accepting at --worker-connections.
+            command[command.index("--worker-connections") + 1] = str(worker_connections)
         bind = command.index("--bind")
         # As the report shows them: without the address (a free port each time) and the app.
         self.flags = " ".join(command[command.index("--worker-class"):bind] + command[bind + 2:-1])
