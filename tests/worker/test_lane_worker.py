@@ -79,6 +79,7 @@ def test_lane_of_a_present_user_stays_until_they_leave(app, make_user, start_wor
     start_worker(LANES_IDLE_SECONDS="1")
     wait_until(lambda: Worker.all(connection=redis_client), message="the lane worker")
     wait_until(lambda: not Worker.all(connection=redis_client), timeout=10, message="the idle worker to exit")
+    wait_until(lambda: not redis_client.exists(keys.lease(user)), timeout=5, message="the lease to be released")
     assert lane_keys(redis_client, user), "the lane of a present user was deleted"
     presence.end_session(redis_client, user, "session-1")
     assert delete_lane_if_gone(redis_client, user)
