@@ -280,18 +280,24 @@ class WorkerProcess(ProcessUnderTest):
         super().__init__([sys.executable, str(ROOT / "worker.py")], env, log_path)
 
 
-@pytest.fixture
-def start_worker(settings, tmp_path, app):
-    started: list[WorkerProcess] = []
+def _processes(kind, name: str, settings, folder: Path):
+    """Yield a ``start(**env_overrides)`` function for processes of ``kind``; stop them all afterwards."""
+    started: list[ProcessUnderTest] = []
 
-    def start(**overrides) -> WorkerProcess:
-        worker = WorkerProcess(worker_env(settings, **overrides), tmp_path / f"worker{len(started)}.log")
-        started.append(worker)
-        return worker
+    def start(**overrides):
+        process = kind(worker_env(settings, **overrides), folder / f"{name}{len(started)}.log")
+        started.append(process)
+        return process
 
     yield start
-    for worker in started:
-        worker.stop()
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def start_worker(settings, tmp_path, app):
+    """Start real ``python worker.py`` supervisors: ``start_worker(LANES_IDLE_SECONDS="1")``."""
+    yield from _processes(WorkerProcess, "worker", settings, tmp_path)
 
 
 def wait_until(predicate, timeout: float = 15, interval: float = 0.05, message: str = "condition"):
@@ -337,13 +343,5 @@ class WebProcess(ProcessUnderTest):
 
 @pytest.fixture
 def start_web(settings, tmp_path, app):
-    started: list[WebProcess] = []
-
-    def start(**overrides) -> WebProcess:
-        web = WebProcess(worker_env(settings, **overrides), tmp_path / f"web{len(started)}.log")
-        started.append(web)
-        return web
-
-    yield start
-    for web in started:
-        web.stop()
+    """Start real gunicorn web servers: ``start_web().url``."""
+    yield from _processes(WebProcess, "web", settings, tmp_path)
