@@ -55,6 +55,7 @@ def test_admin_page_shows_lanes_with_work_and_counts(app, browser, people):
     assert f"lane:{people['alice']}" in row and "alice" in row
     assert "<td>2</td>" in row  # two jobs in the queue
     assert "no worker" in row
+    assert row.rstrip().endswith("<td>yes</td>")  # waiting for a worker
     assert re.search(r'<tr data-status="queued"><th scope="row">Queued</th><td>2</td>', html)
     assert 'href="/admin/rq/"' in html and 'href="/metrics"' in html
     assert "No RQ workers are running" in html
@@ -81,6 +82,7 @@ def test_admin_page_lists_workers_supervisors_and_throughput(app, browser, peopl
     assert supervisors.count("<li>") == 1 and "heartbeat" in supervisors
     lane_row = re.search(rf'<tr data-user-id="{people["alice"]}">(.*?)</tr>', section(html, "active-lanes"), re.S)
     assert "no worker" not in lane_row.group(1)  # its lease holder is named
+    assert lane_row.group(1).rstrip().endswith("<td>no</td>")  # served, so not waiting for a worker
 
     def finished_counted():
         page = browser.client.get("/admin").get_data(as_text=True)

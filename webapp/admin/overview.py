@@ -25,6 +25,11 @@ class ActiveLane:
     waiting_since: float | None  # in the ready index since (epoch seconds); None when not waiting
     lease_holder: str | None  # which supervisor's worker serves it
 
+    @property
+    def waiting_for_worker(self) -> bool:
+        """Ready (it has work) but no worker holds its lease: capacity is short, or one is starting."""
+        return self.waiting_since is not None and self.lease_holder is None
+
 
 @dataclass
 class WorkerRow:
