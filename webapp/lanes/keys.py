@@ -16,10 +16,6 @@ def lane_name(user_id: int) -> str:
     return f"{LANE_PREFIX}{user_id}"
 
 
-def user_id_of(lane: str) -> int:
-    return int(lane.removeprefix(LANE_PREFIX))
-
-
 def lease(user_id: int) -> str:
     return f"lanes:lease:{user_id}"
 

@@ -54,8 +54,3 @@ class LaneLease:
                 self.token, self.user_id, time.time(),
             )
         )
-
-    @staticmethod
-    def holder(connection: redis.Redis, user_id: int) -> str | None:
-        value = connection.get(keys.lease(user_id))
-        return value.decode() if value else None
