@@ -10,8 +10,21 @@ from webapp.lanes import keys
 
 # Release the lease and tell whether the lane still has work. A lane with work stays in
 # the ready index, moved to the back (score = now) so that waiting lanes go first.
+#
+# The holder also settles the lane's RQ intermediate list, which only it may touch: an id
+# whose job hash still exists goes back to the front of the queue, in order; an id without
+# one is dropped. (RQ moves every id it dequeues there first, and leaves it behind when the
+# job hash is gone, e.g. a finished job enqueued twice.) Otherwise a leftover id would make
+# the idle lane look busy forever, and its keys would never be cleaned up.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  local leftovers = redis.call('LRANGE', KEYS[3], 0, -1)
+  for i = #leftovers, 1, -1 do
+    if redis.call('EXISTS', ARGV[4] .. leftovers[i]) == 1 then redis.call('LPUSH', KEYS[2], leftovers[i]) end
+  end
+  redis.call('DEL', KEYS[3])
+end
 if redis.call('LLEN', KEYS[2]) + redis.call('LLEN', KEYS[3]) > 0 then
   redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
   return 1
@@ -51,6 +64,6 @@ class LaneLease:
         return bool(
             self.connection.eval(
                 _RELEASE, 4, self.key, queue, f"{queue}:intermediate", keys.READY,
-                self.token, self.user_id, time.time(),
+                self.token, self.user_id, time.time(), keys.rq_job(""),
             )
         )

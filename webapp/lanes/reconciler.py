@@ -41,15 +41,27 @@ def reconcile(connection: redis.Redis) -> int:
 
 def _reconcile_lane(connection: redis.Redis, user_id: int, rows) -> int:
     queue_key = keys.rq_queue(user_id)
-    with connection.pipeline(transaction=False) as pipe:
+    with connection.pipeline() as pipe:  # one snapshot: an id moving between the lists is seen once
         pipe.lrange(queue_key, 0, -1)
         pipe.lrange(f"{queue_key}:intermediate", 0, -1)
         pipe.exists(keys.lease(user_id))
         pipe.zscore(keys.READY, str(user_id))
         queued, intermediate, leased, ready = pipe.execute()
     in_redis = {job_id.decode() for job_id in queued + intermediate}
-    # A started row is being run by the lease holder; without a lease, it was orphaned.
-    missing = [row for row in rows if str(row.id) not in in_redis and (row.status == QUEUED or not leased)]
+    # Without a lease nothing runs the lane, so every pending row outside its lists is missing.
+    # With one, a started row is the holder's, and so is a queued row whose job hash exists: it
+    # was dequeued a moment before its row is claimed.
+    missing = [row for row in rows if str(row.id) not in in_redis]
+    if missing and leased:
+        with connection.pipeline(transaction=False) as pipe:
+            for row in missing:
+                pipe.exists(keys.rq_job(str(row.id)))
+            has_job = pipe.execute()
+        missing = [row for row, job in zip(missing, has_job, strict=True) if row.status == QUEUED and not job]
+    if missing:
+        # ``rows`` were read before the snapshot: a row may have started, or even finished,
+        # since. Re-adding those would put a second job for them in the lane.
+        missing = _still_pending(missing)
     if not missing and (ready is not None or leased or not in_redis):
         return 0
     with connection.pipeline() as pipe:
@@ -61,6 +73,14 @@ def _reconcile_lane(connection: redis.Redis, user_id: int, rows) -> int:
     if missing:
         log.warning("lane %s: re-enqueued %s from the database", user_id, [row.id for row in missing])
     return len(missing)
+
+
+def _still_pending(rows) -> list:
+    now = dict(db.session.execute(
+        select(LaneRequest.id, LaneRequest.status).where(LaneRequest.id.in_([row.id for row in rows]))
+    ).all())
+    db.session.commit()
+    return [row for row in rows if now.get(row.id) == row.status]
 
 
 def repair_lane(connection: redis.Redis, user_id: int) -> list[int]:
