@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -25,6 +27,14 @@ def lane_keys(connection, user_id: int) -> list[str]:
     jobs = connection.scan_iter("rq:job:*")
     found += [key.decode() for key in jobs if connection.hget(key, "origin") == lane.encode()]
     return found
+
+
+def has_exited(pid: int) -> bool:
+    """Gone, or a zombie nobody has reaped yet (an orphan's new parent may never reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def process_title(pid: int) -> str:
@@ -84,3 +94,25 @@ def test_lane_of_a_present_user_stays_until_they_leave(app, make_user, start_wor
     presence.end_session(redis_client, user, "session-1")
     assert delete_lane_if_gone(redis_client, user)
     assert lane_keys(redis_client, user) == []
+
+
+def test_lane_workers_of_a_killed_supervisor_finish_their_job_and_stop(app, make_user, start_worker, redis_client):
+    user = make_user("dora")
+    with app.app_context():
+        request_id = submit_request(user, "echo", {"message": "survives", "delay_ms": 2000}).request.id
+    supervisor = start_worker(LANES_IDLE_SECONDS="120")  # idling alone would keep it for two minutes
+
+    def busy_lane_worker():
+        workers = [w for w in Worker.all(connection=redis_client) if w.get_current_job_id()]
+        return workers[0].pid if workers else None
+
+    lane_worker = wait_until(busy_lane_worker, message="the lane worker to start the job")
+    os.kill(supervisor.process.pid, signal.SIGKILL)
+    supervisor.process.wait()
+
+    wait_until(lambda: has_exited(lane_worker), timeout=10, message="the orphaned lane worker to stop")
+    with app.app_context():
+        row = db.session.get(LaneRequest, request_id)
+        assert (row.status, row.result) == ("finished", {"message": "survives"})
+        db.session.rollback()
+    assert not redis_client.exists(keys.lease(user)), "it handed the lane back"

@@ -8,6 +8,8 @@ so that a Ctrl-C in the terminal reaches only the supervisor, which then stops t
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -39,6 +41,23 @@ from webapp.lanes.worker_metrics import (
 )
 
 log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def stop_when_parent_dies(parent_pid: int) -> None:
+    """Have the kernel send this process SIGTERM (RQ's warm shutdown) when its supervisor dies.
+
+    A supervisor killed with SIGKILL cannot stop its lane workers; without this they would keep
+    serving, unsupervised, until idle. Linux only; elsewhere they still stop at their idle timeout.
+    """
+    libc_name = ctypes.util.find_library("c")
+    prctl = getattr(ctypes.CDLL(libc_name, use_errno=True), "prctl", None) if libc_name else None
+    if prctl is None or prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return
+    if os.getppid() != parent_pid:  # it died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
+
 
 @dataclass
 class Child:
@@ -136,6 +155,7 @@ class Supervisor:
                 capacity -= 1
 
     def spawn(self, user_id: int, lease: LaneLease) -> None:
+        parent_pid = os.getpid()
         pid = os.fork()
         if pid == 0:  # the lane worker
             status = 1
@@ -143,6 +163,7 @@ class Supervisor:
                 os.setpgid(0, 0)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                stop_when_parent_dies(parent_pid)
                 with self.app.app_context():
                     db.engine.dispose(close=False)  # the parent's connections stay the parent's
                 status = serve_lane(self.app, user_id, lease)
