@@ -12,14 +12,14 @@ import logging
 
 from flask import current_app
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
-from sqlalchemy import bindparam, case, select, update
+from sqlalchemy import Integer, bindparam, case, literal_column, select, update
 
 from jobs.context import JobCanceled, JobContext, JobFailed
 from jobs.registry import get_job_type
 from webapp.extensions import db, get_redis
 from webapp.lanes import keys
 from webapp.lanes.representation import request_object
-from webapp.lanes.service import lane_summary
+from webapp.lanes.service import lane_event
 from webapp.lanes.worker_metrics import job_ended
 from webapp.models import CANCELED, FAILED, FINISHED, PENDING_STATUSES, STARTED, LaneRequest, utcnow
 
@@ -39,6 +39,24 @@ def run_request(request_id: int, user_id: int) -> None:
             execute(row, lane)
         if row.id >= request_id:
             return
+
+
+def _others_pending():
+    """For RETURNING: how many of the lane's other requests are pending (the updated row aside).
+
+    Each worker statement returns its row and this count together, so the ``lane.updated`` that
+    follows costs no second query. Leaving the updated row out makes the count the same whether
+    the database evaluates it before the change (PostgreSQL) or after it (SQLite). Written as SQL
+    because SQLAlchemy's SQLite compiler strips table names inside RETURNING, which would lose
+    the correlation between the alias and the updated row.
+    """
+    table = LaneRequest.__tablename__
+    statuses = ", ".join(f"'{status}'" for status in PENDING_STATUSES)
+    return literal_column(
+        f"(SELECT count(*) FROM {table} AS other WHERE other.user_id = {table}.user_id"
+        f" AND other.status IN ({statuses}) AND other.id != {table}.id)",
+        type_=Integer,
+    )
 
 
 def _claim_statement():
@@ -69,7 +87,7 @@ def _claim_statement():
             progress=case((given_up, LaneRequest.progress), else_=0),
             progress_message=case((given_up, LaneRequest.progress_message), else_=None),
         )
-        .returning(LaneRequest)
+        .returning(LaneRequest, _others_pending())
     )
 
 
@@ -83,7 +101,7 @@ RECORD_OUTCOME = (
         ended_at=bindparam("outcome_at", type_=LaneRequest.ended_at.type),
         progress=case((bindparam("outcome") == FINISHED, 100), else_=LaneRequest.progress),
     )
-    .returning(LaneRequest)
+    .returning(LaneRequest, _others_pending())
 )
 REFRESH = {"populate_existing": True}
 
@@ -96,17 +114,20 @@ def claim_next(user_id: int, up_to: int) -> tuple[LaneRequest, dict] | None:
     and the lane's summary after the change (one transaction), or None.
     """
     max_attempts = current_app.config["LANES_MAX_ATTEMPTS"]
-    row = db.session.scalar(
+    claimed = db.session.execute(
         CLAIM,
         {
             "lane_user": user_id, "up_to": up_to, "max_attempts": max_attempts, "now": utcnow(),
             "lost_message": f"The worker running this request was lost {max_attempts} times.",
         },
         execution_options=REFRESH,
-    )
-    lane = lane_summary(user_id) if row is not None else None
+    ).first()
     db.session.commit()
-    return (row, lane) if row is not None else None
+    if claimed is None:
+        return None
+    row, others = claimed
+    running = row.status == STARTED
+    return row, lane_event(user_id, others + running, row.id if running else None)
 
 
 def execute(row: LaneRequest, lane: dict) -> None:
@@ -144,17 +165,16 @@ def execute(row: LaneRequest, lane: dict) -> None:
         db.session.rollback()  # a failed or canceled job leaves no partial writes
 
     # The job's own writes and the outcome commit together, so a re-run never doubles them.
-    row = db.session.scalar(
+    row, others = db.session.execute(
         RECORD_OUTCOME,
         {
             "outcome_id": row.id, "outcome": status, "outcome_result": result, "outcome_code": error_code,
             "outcome_message": error_message, "outcome_at": utcnow(),
         },
         execution_options=REFRESH,
-    )
-    lane = lane_summary(row.user_id)
+    ).one()
     db.session.commit()
-    announce(row, lane)
+    announce(row, lane_event(row.user_id, others, None))
     if status == CANCELED:
         redis.delete(keys.cancel_flag(row.id))
     job_ended(row.type, status, row.started_at, row.ended_at, row.created_at)

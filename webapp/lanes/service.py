@@ -99,7 +99,7 @@ def submit_request(user_id: int, type_name: str, payload, idempotency_key: str |
     announcements = (
         ("request.queued", request_object(row, position)),
         # Derived from the count taken before the insert: no second query on the hot path.
-        ("lane.updated", {"name": keys.lane_name(user_id), "length": pending + 1, "running": running}),
+        ("lane.updated", lane_event(user_id, pending + 1, running)),
     )
     try:
         _enqueue(row, announcements)
@@ -239,10 +239,15 @@ def lane_state(user_id: int) -> dict:
     return {"name": keys.lane_name(user_id), "length": len(rows), "running": running, "pending": pending}
 
 
-def lane_summary(user_id: int) -> dict:
-    """The ``lane.updated`` event body: length (queued + running) and the running id, in one aggregate query."""
-    length, _queued, running = db.session.execute(LANE_COUNTS, {"lane_user": user_id}).one()
+def lane_event(user_id: int, length: int, running: int | None) -> dict:
+    """The ``lane.updated`` event body: length (queued + running) and the running request's id."""
     return {"name": keys.lane_name(user_id), "length": length, "running": running}
+
+
+def lane_summary(user_id: int) -> dict:
+    """``lane_event`` as the database has it now, in one aggregate query."""
+    length, _queued, running = db.session.execute(LANE_COUNTS, {"lane_user": user_id}).one()
+    return lane_event(user_id, length, running)
 
 
 def cancel_request(user_id: int, request_id) -> tuple[LaneRequest, bool]:
