@@ -57,6 +57,15 @@ class ApiClient:
             raise SubmitRefused(f"submit answered {response.status_code}: {body.get('error', body)}")
         return Submitted(body["id"], began, returned, wall)
 
+    def wait(self, request_id: int, seconds: int) -> dict:
+        """``GET /api/v1/requests/<id>?wait=<seconds>``: the request once it ended (or the time ran out)."""
+        response = self.session.get(f"{self.base_url}/api/v1/requests/{request_id}", params={"wait": seconds},
+                                    timeout=seconds + 30)
+        body = response.json()
+        if response.status_code != 200:
+            raise RuntimeError(f"wait answered {response.status_code}: {body.get('error', body)}")
+        return body
+
     def close(self) -> None:
         self.session.close()
 

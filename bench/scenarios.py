@@ -27,6 +27,7 @@ from webapp.launcher import WEB_THREADS
 ECHO = {"message": "bench"}
 EVENT_TIMEOUT_SECONDS = 30  # an event later than this counts as missing
 WARM_TARGET_MS = 10
+LONG_POLL_DELAYS_MS = (0, 300)  # an instant job, and one that ends between two database polls
 COLD_MEDIAN_TARGET_MS = 500
 COLD_P95_TARGET_MS = 1000
 LOADED_SLACK_MS = 10  # idle connections may add this much (or double the baseline) to a turnaround
@@ -116,6 +117,20 @@ def measure_turnarounds(api: ApiClient, live: LiveEvents, count: int) -> Turnaro
     return found
 
 
+def measure_long_polls(api: ApiClient, count: int, delay_ms: int) -> tuple[list[float], int]:
+    """Submit ``count`` echo requests one at a time, each followed by ``?wait=``: ms from submit to answer."""
+    answered_ms, unfinished = [], 0
+    for _ in range(count):
+        submitted = api.submit("echo", {**ECHO, "delay_ms": delay_ms})
+        body = api.wait(submitted.request_id, EVENT_TIMEOUT_SECONDS)
+        answered = time.perf_counter()
+        if body["status"] != "finished":
+            unfinished += 1
+            continue
+        answered_ms.append(ms(answered - submitted.returned) - delay_ms)
+    return answered_ms, unfinished
+
+
 def cpu_measurements(before: dict[str, float], after: dict[str, float], requests: int) -> list[Measurement]:
     return [Measurement(f"  CPU/request: {part}", "ms", spent)
             for part, spent in cpu_usage.per_request_ms(before, after, requests).items()]
@@ -139,6 +154,7 @@ def warm_lane(stack: Stack, web: WebServer, sizes: Sizes) -> ScenarioReport:
         cpu_before = cpu_usage.snapshot(web.pid, stack.worker.pid)
         found = measure_turnarounds(api, live, n)
         cpu_after = cpu_usage.snapshot(web.pid, stack.worker.pid)
+        long_polls = {delay: measure_long_polls(api, max(5, n // 4), delay) for delay in LONG_POLL_DELAYS_MS}
     finally:
         live.close()
         api.close()
@@ -150,6 +166,11 @@ def warm_lane(stack: Stack, web: WebServer, sizes: Sizes) -> ScenarioReport:
     report.add(Measurement.of_samples("submit call (POST /api/v1/requests)", "ms", found.submit_ms))
     report.add(Measurement.of_samples("started event after submit returned", "ms", found.started_ms))
     report.add(missing_measurement("finished events missing", found.missing))
+    for delay, (answered_ms, unfinished) in long_polls.items():
+        report.add(Measurement.of_samples(
+            f"?wait= answered after submit returned (echo, {delay} ms job time not counted)", "ms", answered_ms,
+            note=f"{unfinished} not finished when answered" if unfinished else "",
+        ))
     for name, samples in found.phases_ms.items():
         report.add(Measurement.of_samples(f"  {name}", "ms", samples))
     for measurement in cpu_measurements(cpu_before, cpu_after, n):

@@ -14,6 +14,7 @@ def create_app(config: dict | None = None) -> Flask:
     import jobs  # noqa: F401 - registers the job catalogue
     from webapp import errors, extensions
     from webapp.extensions import csrf, db, login_manager, migrate, redis_binding, socketio_channel
+    from webapp.lanes.end_watcher import EndWatcher
     from webapp.lanes.events import EventPublisher
     from webapp.rate_limits import rate_limits
 
@@ -30,6 +31,7 @@ def create_app(config: dict | None = None) -> Flask:
     rate_limits.init_app(app)
     channel = app.extensions["lanes_socketio_channel"] = socketio_channel(app.config)
     app.extensions["lanes_events"] = EventPublisher(app.extensions["lanes_redis"], channel)
+    app.extensions["lanes_end_watcher"] = EndWatcher(app.extensions["lanes_redis"], channel)
     errors.init_app(app)
 
     from webapp import admin, api, auth, console, downloads, health, metrics, realtime

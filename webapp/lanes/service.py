@@ -30,6 +30,8 @@ from webapp.models import (
 from webapp.rate_limits import rate_limits
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+WAIT_RECHECK_SECONDS = 2.0  # a long-poll re-reads its row this often even without an end event
+WAIT_RECHECK_UNSUBSCRIBED_SECONDS = 0.2  # ... and this often while the event channel is down
 JOB_FUNCTION = "webapp.lanes.execution.run_request"
 
 
@@ -190,16 +192,26 @@ def positions_of(user_id: int) -> dict[int, int]:
 
 
 def wait_for_request(user_id: int, request_id, seconds: float) -> LaneRequest:
-    """Long-poll: return the request once it is terminal or ``seconds`` have passed."""
+    """Long-poll: return the request once it has ended, or when ``seconds`` have passed.
+
+    Woken by the request's end event; the row is re-read then, and every few seconds regardless
+    (sooner while the event channel is down), since pub/sub may drop a message.
+    """
     row = get_request(user_id, request_id)
+    if row.status not in PENDING_STATUSES:
+        return row
     deadline = time.monotonic() + seconds
-    delay = 0.02
-    while row.status in PENDING_STATUSES and time.monotonic() < deadline:
-        db.session.rollback()  # end the transaction so the next read sees the worker's commit
-        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 2, 0.2)
-        row = get_request(user_id, request_id)
-    return row
+    watcher = current_app.extensions["lanes_end_watcher"]
+    with watcher.watch(row.id) as ended:  # watching before the (re-)read: an end in between still wakes us
+        while True:
+            ended.clear()
+            db.session.rollback()  # end the transaction so the read sees the worker's commit
+            row = get_request(user_id, row.id)
+            left = deadline - time.monotonic()
+            if row.status not in PENDING_STATUSES or left <= 0:
+                return row
+            recheck = WAIT_RECHECK_SECONDS if watcher.subscribed.is_set() else WAIT_RECHECK_UNSUBSCRIBED_SECONDS
+            ended.wait(min(left, recheck))
 
 
 @dataclass
