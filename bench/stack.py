@@ -135,7 +135,8 @@ class Stack:
 
     # -- starting ---------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, worker: bool = True) -> None:
+        """Redis, the migrated database and (unless ``worker`` is False) ``worker.py``."""
         self._start_redis()
         self.env = {
             **os.environ,
@@ -148,8 +149,9 @@ class Stack:
 
         self.app = create_app({"INSTANCE_DIR": self.instance_dir, "REDIS_URL": self.redis_url, **CHEAP_ARGON2})
         self._migrate()
-        self.worker = Child([sys.executable, "worker.py"], self.env, self.scratch / "worker.log")
-        self._wait_for_supervisor()
+        if worker:
+            self.worker = Child([sys.executable, "worker.py"], self.env, self.scratch / "worker.log")
+            self._wait_for_supervisor()
 
     def _start_redis(self) -> None:
         given = os.environ.get("REDIS_URL")

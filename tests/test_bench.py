@@ -84,10 +84,36 @@ def test_a_quick_run_measures_every_scenario_and_leaves_nothing_behind(bench_dat
 
     assert live_processes_with(f"LANES_SOCKETIO_CHANNEL={channel}") == []
     assert set(redis.Redis.from_url(redis_url).keys("*")) <= keys_before
-    engine = create_engine(sqlalchemy_url(bench_database))
+    assert_database_empty(bench_database)
+
+
+def assert_database_empty(url: str) -> None:
+    engine = create_engine(sqlalchemy_url(url))
     try:
         with engine.connect() as connection:
             for table in ("users", "api_tokens", "lane_requests"):
                 assert connection.scalar(text(f"SELECT count(*) FROM {table}")) == 0, table
     finally:
         engine.dispose()
+
+
+def test_worker_stages_serves_the_jobs_and_reports_every_stage(bench_database, redis_url):
+    env = {key: value for key, value in os.environ.items()
+           if key not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "LANES_INSTANCE_DIR"}}
+    env.update(DATABASE_URL=bench_database, REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
+    keys_before = set(redis.Redis.from_url(redis_url).keys("*"))
+
+    done = subprocess.run([sys.executable, "-m", "bench.worker_stages", "5"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    headline, *stages = done.stdout.strip().splitlines()
+    assert headline.startswith("Lane worker, 5 echo jobs served back to back: ")
+    from bench.worker_stages import STAGES
+
+    assert len(stages) == len(STAGES)
+    for line, (stage, _module, _attribute) in zip(stages, STAGES, strict=True):
+        assert line.strip().startswith(stage)
+        assert float(line.split()[-2]) > 0, f"{stage} was never timed"
+    assert set(redis.Redis.from_url(redis_url).keys("*")) <= keys_before
+    assert_database_empty(bench_database)

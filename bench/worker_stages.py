@@ -1,0 +1,106 @@
+"""``python -m bench.worker_stages [N]``: where a lane worker's time goes, stage by stage.
+
+Queues N echo requests for a fresh user, then serves that lane with a ``LaneWorker`` in this
+process (RQ's burst mode: it stops when the lane is empty) and reports the wall time per job
+spent in each stage: RQ's dequeue and bookkeeping, the claim, the events, the outcome. No
+profiler is attached, so the total is what a lane worker really spends. Uses ``DATABASE_URL`` /
+``REDIS_URL`` like ``make bench`` (a scratch SQLite and embedded Redis when unset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+# (stage, object, attribute): each attribute is wrapped to add its wall time to its stage.
+STAGES = [
+    ("RQ: dequeue (BLMOVE, fetch the job)", "rq.queue", "Queue.dequeue_any"),
+    ("RQ: before the job (state, execution, registries)", "rq.worker.base", "BaseWorker.prepare_job_execution"),
+    ("RQ: after the job (results, registries, cleanup)", "rq.worker.base", "BaseWorker.handle_job_success"),
+    ("run_request: claim (UPDATE ... RETURNING, commit)", "webapp.lanes.execution", "claim_next"),
+    ("run_request: events (publish)", "webapp.lanes.execution", "announce"),
+    ("run_request: whole (claim, job, outcome, events)", "webapp.lanes.execution", "run_request"),
+    ("LaneWorker.execute_job: whole (RQ and run_request)", "webapp.lanes.lane_worker", "LaneWorker.execute_job"),
+]
+
+
+@contextmanager
+def timed_stages(totals: dict[str, float]):
+    """Wrap each stage's function for the duration; restore them afterwards."""
+    import importlib
+
+    restore = []
+    for stage, module_name, attribute in STAGES:
+        owner = importlib.import_module(module_name)
+        *path, name = attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        original = owner.__dict__[name]
+        is_classmethod = isinstance(original, classmethod)
+        function = original.__func__ if is_classmethod else original
+
+        def wrapper(*args, _function=function, _stage=stage, **kwargs):
+            began = time.perf_counter()
+            try:
+                return _function(*args, **kwargs)
+            finally:
+                totals[_stage] += time.perf_counter() - began
+
+        setattr(owner, name, classmethod(wrapper) if is_classmethod else wrapper)
+        restore.append((owner, name, original))
+    try:
+        yield
+    finally:
+        for owner, name, original in restore:
+            setattr(owner, name, original)
+
+
+def measure(count: int) -> tuple[float, dict[str, float]]:
+    """Serve ``count`` queued echo requests in this process; (seconds per job, stage -> seconds per job)."""
+    from bench.stack import Stack
+    from webapp.lanes.lane_worker import LaneWorker
+    from webapp.lanes.lease import LaneLease
+    from webapp.lanes.service import submit_request
+
+    stack = Stack()
+    try:
+        stack.start(worker=False)
+        user = stack.new_user("stages")
+        with stack.app.app_context():
+            # Hold the lane first, as a supervisor would: nothing else may serve it meanwhile.
+            lease = LaneLease(stack.redis, user.id, f"bench-stages:{time.time_ns()}", 600)
+            if not lease.acquire():
+                raise RuntimeError(f"the lane of user {user.id} is already leased")
+            for n in range(count):
+                submit_request(user.id, "echo", {"message": f"stage {n}"})
+            worker = LaneWorker(user.id, lease, fair_share=count + 1)
+            totals: dict[str, float] = defaultdict(float)
+            with timed_stages(totals):
+                began = time.perf_counter()
+                worker.work(burst=True, logging_level="WARNING")
+                seconds = time.perf_counter() - began
+            lease.release()
+        return seconds / count, {stage: total / count for stage, total in totals.items()}
+    finally:
+        for problem in stack.close():
+            print(f"worker_stages: {problem}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker_stages", description=__doc__.splitlines()[0])
+    parser.add_argument("count", nargs="?", type=int, default=200, help="echo requests to serve (default 200)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.count <= 500:
+        parser.error("count must be 1..500 (the submit rate limit allows 600 a minute)")
+    per_job, stages = measure(args.count)
+    print(f"Lane worker, {args.count} echo jobs served back to back: {per_job * 1000:.2f} ms per job (wall)")
+    for stage, _module, _attribute in STAGES:
+        print(f"  {stage:52s} {stages.get(stage, 0.0) * 1000:6.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
