@@ -105,3 +105,29 @@ def test_other_requests_events_and_foreign_messages_do_not_end_a_wait(app, api, 
 
     body = poll.answer()
     assert (body["id"], body["status"]) == (waited, "queued"), "answered when its 2 s were up, still queued"
+
+
+def pubsub_clients(connection) -> set[int]:
+    return {client["id"] for client in connection.client_list(_type="pubsub")}
+
+
+def test_a_long_poll_still_wakes_after_the_event_channel_dropped(app, api, redis_client, slow_recheck):
+    before = pubsub_clients(redis_client)
+    first = submit(api, "first")
+    poll = LongPoll(api, first, seconds=2)
+    poll.start()
+    wait_until(lambda: waiting_for(app, first), message="the long-poll to be waiting")
+    listeners = pubsub_clients(redis_client) - before
+    assert listeners, "the web process subscribed to the event channel"
+    assert poll.answer()["status"] == "queued"
+
+    for client_id in listeners:  # a network blip between this web process and Redis
+        redis_client.client_kill_filter(_id=client_id)
+    wait_until(lambda: pubsub_clients(redis_client) - before - listeners, message="the listener to resubscribe")
+    second = submit(api, "second")
+    poll = LongPoll(api, second)
+    poll.start()
+    wait_until(lambda: waiting_for(app, second), message="the second long-poll to be waiting")
+
+    assert api.delete(f"{REQUESTS}/{second}").status_code == 200
+    assert poll.answer()["status"] == "canceled"

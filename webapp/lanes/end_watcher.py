@@ -71,9 +71,10 @@ class EndWatcher:
                     message = pubsub.get_message(timeout=5.0)
                     if message is not None:
                         self.dispatch(message["data"])
-            except redis.exceptions.RedisError:
-                self.subscribed.clear()
-                log.warning("end watcher: lost the event channel; retrying in %s s", RETRY_SECONDS, exc_info=True)
+            except Exception as problem:  # noqa: BLE001 - the listener must outlive any one failure
+                self.subscribed.clear()  # waiters re-read their rows more often meanwhile
+                level = logging.WARNING if isinstance(problem, redis.exceptions.RedisError) else logging.ERROR
+                log.log(level, "end watcher: lost the event channel; retrying in %s s", RETRY_SECONDS, exc_info=True)
                 threading.Event().wait(RETRY_SECONDS)
             finally:
                 pubsub.close()
