@@ -14,6 +14,7 @@ def create_app(config: dict | None = None) -> Flask:
     import jobs  # noqa: F401 - registers the job catalogue
     from webapp import errors, extensions
     from webapp.extensions import csrf, db, login_manager, migrate, redis_binding, socketio_channel
+    from webapp.ids import IdConverter
     from webapp.lanes.end_watcher import EndWatcher
     from webapp.lanes.events import EventPublisher
     from webapp.rate_limits import rate_limits
@@ -21,6 +22,7 @@ def create_app(config: dict | None = None) -> Flask:
     settings = Config(**(config or {}))
     app = Flask(__name__, instance_path=str(settings.INSTANCE_DIR))
     app.config.from_object(settings)
+    app.url_map.converters["id"] = IdConverter
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     db.init_app(app)

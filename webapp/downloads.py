@@ -24,7 +24,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
-@bp.get("/<int:request_id>")
+@bp.get("/<id:request_id>")
 def download(request_id: int):
     user = _requesting_user()
     if user is None:

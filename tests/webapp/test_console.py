@@ -299,6 +299,7 @@ def test_another_users_request_is_404(app, browser, alice, make_user):
     assert "private" not in response.get_data(as_text=True)
     assert browser.client.get("/console/requests/999999").status_code == 404
     assert browser.client.get("/console/requests/abc").status_code == 404
+    assert browser.client.get(f"/console/requests/{2**63}").status_code == 404  # past any BIGINT id
 
 
 def test_history_pages_back_50_at_a_time(app, browser, alice):
@@ -346,6 +347,7 @@ def test_history_filters_by_status_and_type(app, browser, alice):
         ("before=abc", "The page cursor &#39;before&#39; must be a request id"),
         ("before=-3", "The page cursor &#39;before&#39; must be a request id"),
         ("before=99999999999999999999999", "The page cursor &#39;before&#39; must be a request id"),
+        ("before=%C2%B2", "The page cursor &#39;before&#39; must be a request id"),  # "²" is a digit to str.isdigit
     ],
 )
 def test_bad_history_filters_are_a_400_page(browser, alice, query, message):

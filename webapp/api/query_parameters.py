@@ -10,7 +10,6 @@ from webapp import errors
 
 DIGITS = re.compile(r"[0-9]{1,20}")
 DECIMAL = re.compile(r"[0-9]{1,6}(\.[0-9]{0,6})?|\.[0-9]{1,6}")
-MAX_ID = 2**63 - 1
 MAX_WAIT_SECONDS = 30
 
 

@@ -14,6 +14,7 @@ from webapp.api.openapi import openapi_document
 from webapp.api.requests_body import json_object
 from webapp.auth.accounts import authenticate, issue_token, revoke_token
 from webapp.client_address import client_address
+from webapp.ids import MAX_ID
 from webapp.lanes import service
 from webapp.lanes.representation import iso, request_object
 from webapp.models import STATUSES
@@ -93,7 +94,7 @@ def list_requests():
         status=status,
         type_name=query.text("type"),
         limit=query.integer("limit", 50, 1, 200),
-        before=query.integer("before", None, 1, query.MAX_ID),
+        before=query.integer("before", None, 1, MAX_ID),
     )
     return jsonify(
         requests=[request_object(row, page.positions.get(row.id)) for row in page.requests],

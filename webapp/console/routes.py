@@ -9,6 +9,7 @@ from jobs.registry import JobType, all_job_types, get_job_type
 from webapp import errors
 from webapp.auth.routes import safe_next
 from webapp.console.forms import PayloadForm
+from webapp.ids import parse_id
 from webapp.lanes import service
 from webapp.models import QUEUED, STATUSES, TERMINAL_STATUSES
 
@@ -72,7 +73,7 @@ def submit():
     return redirect(url_for("console.index", type=job_type.name))
 
 
-@bp.post("/console/requests/<int:request_id>/cancel")
+@bp.post("/console/requests/<id:request_id>/cancel")
 @login_required
 def cancel(request_id: int):
     try:
@@ -87,7 +88,7 @@ def cancel(request_id: int):
     return redirect(safe_next(request.form.get("next")))
 
 
-@bp.get("/console/requests/<int:request_id>")
+@bp.get("/console/requests/<id:request_id>")
 @login_required
 def detail(request_id: int):
     row = service.get_request(current_user.id, request_id)
@@ -115,9 +116,9 @@ def history_filters(args) -> tuple[str | None, str | None, int | None]:
         raise errors.InvalidRequest(f"Unknown job type {type_name!r}.")
     before = args.get("before") or None
     if before is not None:
-        if not before.isdigit() or not 0 < int(before) < 2**63:
+        before = parse_id(before)
+        if before is None:
             raise errors.InvalidRequest("The page cursor 'before' must be a request id (a positive whole number).")
-        before = int(before)
     return status, type_name, before
 
 

@@ -34,10 +34,10 @@ def create():
     return response
 
 
-@bp.post("/<int:token_id>/revoke")
+@bp.post("/<id:token_id>/revoke")
 @login_required
 def revoke(token_id: int):
-    token = db.session.get(ApiToken, token_id) if token_id < 2**63 else None
+    token = db.session.get(ApiToken, token_id)
     if token is None or token.user_id != current_user.id:
         raise errors.NotFound("No such token.")
     if token.revoked_at is not None:

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from jobs.registry import get_job_type
 from webapp import errors
 from webapp.extensions import db, get_redis
+from webapp.ids import parse_id
 from webapp.lanes import keys
 from webapp.lanes.representation import request_object
 from webapp.models import (
@@ -160,11 +161,8 @@ def mark_ready(pipe, user_id: int) -> None:
 
 def get_request(user_id: int, request_id) -> LaneRequest:
     """The user's request, or ``NotFound`` (also for another user's id)."""
-    try:
-        request_id = int(request_id)
-    except (TypeError, ValueError):
-        raise errors.NotFound("No such request.") from None
-    row = db.session.get(LaneRequest, request_id) if 0 < request_id < 2**63 else None
+    request_id = parse_id(request_id)
+    row = db.session.get(LaneRequest, request_id) if request_id is not None else None
     if row is None or row.user_id != user_id:
         raise errors.NotFound("No such request.")
     return row
