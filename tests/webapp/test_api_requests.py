@@ -47,8 +47,8 @@ def test_job_types_lists_the_catalogue(api):
     "data, message_part",
     [("{", "not valid JSON"), ('{"type": "echo",}', "not valid JSON"), ("", "empty"),
      ('{"type": NaN}', "NaN"), ("[" * 100000, "acceptable"), ('{"payload": {"delay_ms": 1' + "0" * 5000 + "}}",
-     "acceptable")],
-    ids=["truncated", "trailing-comma", "empty", "nan", "too-deep", "huge-number"],
+     "acceptable"), ('{"type": "echo", "payload": {"message": "a\\ud800b"}}', "unpaired surrogate")],
+    ids=["truncated", "trailing-comma", "empty", "nan", "too-deep", "huge-number", "lone-surrogate"],
 )
 def test_malformed_json_is_400_invalid_json(app, api, data, message_part):
     if len(data) > app.config["LANES_MAX_BODY"]:
@@ -57,6 +57,16 @@ def test_malformed_json_is_400_invalid_json(app, api, data, message_part):
     assert response.status_code == 400
     assert error_of(response)["code"] == "invalid_json"
     assert message_part in error_of(response)["message"]
+
+
+def test_a_lone_surrogate_is_refused_and_the_console_keeps_working(api, browser):
+    """Stored, an unpaired surrogate could be rendered by no page (UTF-8 cannot encode it)."""
+    refused = api.post(REQUESTS, data='{"type": "echo", "payload": {"message": "\\udfff"}}',
+                       content_type="application/json")
+    assert refused.status_code == 400
+    assert api.get(REQUESTS).get_json()["requests"] == []
+    assert browser.login("alice").status_code == 302
+    assert browser.client.get("/console").status_code == 200
 
 
 def test_invalid_utf8_is_400_invalid_json(api):

@@ -1,5 +1,7 @@
 """API v1 authentication: POST /tokens, DELETE /tokens/current, and 401 on everything else."""
 
+import json
+
 from sqlalchemy import select
 
 from tests.conftest import PASSWORD
@@ -70,6 +72,13 @@ def test_token_request_body_is_checked(client, make_user):
     malformed = client.post("/api/v1/tokens", data="{username", content_type="application/json")
     assert malformed.status_code == 400
     assert error_code(malformed) == "invalid_json"
+
+    for field in ("username", "password"):  # an unpaired surrogate escape cannot reach the database
+        body = json.dumps({"username": "bob", "password": PASSWORD, "name": "n", field: "SURROGATE"})
+        surrogate = client.post("/api/v1/tokens", data=body.replace("SURROGATE", "x\\ud800"),
+                                content_type="application/json")
+        assert surrogate.status_code == 400, field
+        assert error_code(surrogate) == "invalid_json"
 
     form = client.post("/api/v1/tokens", data={"username": "bob", "password": PASSWORD})
     assert form.status_code == 415

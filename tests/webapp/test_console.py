@@ -408,6 +408,13 @@ class TestPayloadFormTypes:
         assert form.fields["ratio"].errors == ["Not a valid float value."]
         assert form.fields["tags"].errors == ["Enter valid JSON."]
 
+    def test_json_that_no_database_could_store_is_a_field_error(self, app):
+        for typed, reason in (('["a\\ud800"]', "unpaired surrogate"), ("[NaN]", "NaN is not a JSON value")):
+            form, payload = self.form(app, format="json", tags=typed)
+            assert payload is None
+            [error] = form.fields["tags"].errors
+            assert error.startswith("Enter valid JSON: ") and reason in error
+
     def test_widgets_follow_the_schema(self, app):
         with app.test_request_context():
             form = PayloadForm(self.job_type)

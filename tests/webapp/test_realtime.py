@@ -65,9 +65,10 @@ def test_a_script_with_a_token_sees_its_request_move_through_every_state(
 def test_connections_without_valid_credentials_are_refused(app, make_user, start_web):
     make_user("alice")
     web = start_web()
-    for auth in (None, "not-a-token"):
+    for auth in (None, "not-a-token", "\ud800 no UTF-8 can encode this"):
         with pytest.raises(socketio.exceptions.ConnectionError):
             Listener(web.url, auth)
+    assert "Traceback" not in web.output(), "a refused connection is not an error on the server"
 
 
 def test_a_user_never_receives_another_users_events(app, make_user, make_token, start_web, start_worker):

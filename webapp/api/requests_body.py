@@ -6,7 +6,7 @@ import json
 
 from flask import current_app, request
 
-from webapp import errors
+from webapp import errors, strict_json
 
 READ_CHUNK = 65536
 
@@ -45,14 +45,14 @@ def json_body():
     except UnicodeDecodeError as problem:
         raise errors.InvalidJson("The body is not valid UTF-8.", details={"position": problem.start}) from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return strict_json.loads(text)
     except json.JSONDecodeError as problem:
         raise errors.InvalidJson(
             f"The body is not valid JSON: {problem.msg} (line {problem.lineno}, column {problem.colno}).",
             details={"line": problem.lineno, "column": problem.colno},
         ) from None
     except (ValueError, RecursionError) as problem:
-        # Numbers with thousands of digits, NaN/Infinity, nesting deeper than the parser allows.
+        # Numbers with thousands of digits, NaN/Infinity, unpaired surrogates, nesting deeper than the parser allows.
         raise errors.InvalidJson(f"The body is not acceptable JSON: {problem}.") from None
 
 
@@ -66,6 +66,3 @@ def read_at_most(size: int) -> bytes:
         total += len(chunk)
     return b"".join(chunks)
 
-
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not a JSON value")

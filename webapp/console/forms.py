@@ -10,6 +10,7 @@ from wtforms.form import BaseForm
 from wtforms.validators import DataRequired, Length
 
 from jobs.registry import JobType
+from webapp import strict_json
 
 TEXTAREA_FROM = 200  # strings allowed to be longer than this get a textarea
 
@@ -24,10 +25,13 @@ class JsonField(TextAreaField):
             self.data = None
             return
         try:
-            self.data = json.loads(valuelist[0])
-        except ValueError:
+            self.data = strict_json.loads(valuelist[0])
+        except json.JSONDecodeError:
             self.data = None
             raise ValueError("Enter valid JSON.") from None
+        except (ValueError, RecursionError) as problem:
+            self.data = None
+            raise ValueError(f"Enter valid JSON: {problem}.") from None
 
     def _value(self):
         if self.raw_data:
