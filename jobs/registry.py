@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ class JobType:
         if not isinstance(payload, dict):
             return {"": "payload must be a JSON object"}
         errors: dict[str, str] = {}
-        for path, message in _nul_characters(payload):
+        for path, message in _unstorable_values(payload):
             errors[path] = message
         for error in sorted(self.validator.iter_errors(payload), key=lambda e: list(e.path)):
             if error.validator == "additionalProperties":
@@ -44,19 +45,22 @@ class JobType:
         return errors
 
 
-def _nul_characters(value: Any, path: str = ""):
+def _unstorable_values(value: Any, path: str = ""):
+    """Values JSON in the database cannot hold: NUL characters, infinite or NaN numbers (from a form)."""
     if isinstance(value, str):
         if "\x00" in value:
             yield path, "NUL characters are not allowed"
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield path, "must be a finite number"
     elif isinstance(value, dict):
         for key, item in value.items():
             child = f"{path}.{key}" if path else str(key)
             if "\x00" in str(key):
                 yield child, "NUL characters are not allowed"
-            yield from _nul_characters(item, child)
+            yield from _unstorable_values(item, child)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _nul_characters(item, f"{path}.{index}" if path else str(index))
+            yield from _unstorable_values(item, f"{path}.{index}" if path else str(index))
 
 
 _registry: dict[str, JobType] = {}

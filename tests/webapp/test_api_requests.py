@@ -47,8 +47,9 @@ def test_job_types_lists_the_catalogue(api):
     "data, message_part",
     [("{", "not valid JSON"), ('{"type": "echo",}', "not valid JSON"), ("", "empty"),
      ('{"type": NaN}', "NaN"), ("[" * 100000, "acceptable"), ('{"payload": {"delay_ms": 1' + "0" * 5000 + "}}",
-     "acceptable"), ('{"type": "echo", "payload": {"message": "a\\ud800b"}}', "unpaired surrogate")],
-    ids=["truncated", "trailing-comma", "empty", "nan", "too-deep", "huge-number", "lone-surrogate"],
+     "acceptable"), ('{"type": "echo", "payload": {"message": "a\\ud800b"}}', "unpaired surrogate"),
+     ('{"type": 1e400, "payload": {}}', "too large")],
+    ids=["truncated", "trailing-comma", "empty", "nan", "too-deep", "huge-number", "lone-surrogate", "overflow"],
 )
 def test_malformed_json_is_400_invalid_json(app, api, data, message_part):
     if len(data) > app.config["LANES_MAX_BODY"]:

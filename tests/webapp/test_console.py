@@ -408,6 +408,14 @@ class TestPayloadFormTypes:
         assert form.fields["ratio"].errors == ["Not a valid float value."]
         assert form.fields["tags"].errors == ["Enter valid JSON."]
 
+    def test_an_infinite_number_is_refused_next_to_its_field(self, app):
+        from jsonschema import Draft202012Validator
+
+        job_type = JobType(**{**vars(self.job_type), "validator": Draft202012Validator(self.job_type.schema)})
+        for typed in ("1e400", "inf", "nan"):
+            _, payload = self.form(app, format="csv", ratio=typed)  # the form takes whatever float() takes
+            assert job_type.payload_errors(payload) == {"ratio": "must be a finite number"}, typed
+
     def test_json_that_no_database_could_store_is_a_field_error(self, app):
         for typed, reason in (('["a\\ud800"]', "unpaired surrogate"), ("[NaN]", "NaN is not a JSON value")):
             form, payload = self.form(app, format="json", tags=typed)
