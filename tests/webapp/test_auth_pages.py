@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import PASSWORD, csrf_token_from
 
 
@@ -70,11 +72,19 @@ def test_anonymous_visitor_is_sent_to_login_and_back_afterwards(browser, make_us
     assert response.headers["Location"] == "/console/history"
 
 
-def test_login_ignores_a_next_pointing_elsewhere(browser, make_user):
+@pytest.mark.parametrize(
+    "target",
+    ["https://evil.example/", "//evil.example/", "/\\evil.example/", "/%5Cevil.example/", "/%09/evil.example/",
+     "/%0A/evil.example", "%20//evil.example/", "/console%0D%0ASet-Cookie:x=1"],
+    ids=["absolute", "scheme-relative", "backslash", "encoded-backslash", "tab", "newline", "leading-space",
+         "header-injection"],
+)
+def test_login_ignores_a_next_pointing_elsewhere(browser, make_user, target):
+    # Browsers read "/\\host" as "//host" and drop tabs and newlines from URLs: each of these leaves the site.
     make_user("alice")
     token = browser.csrf()
     response = browser.client.post(
-        "/auth/login?next=https://evil.example/", data={"username": "alice", "password": PASSWORD, "csrf_token": token}
+        f"/auth/login?next={target}", data={"username": "alice", "password": PASSWORD, "csrf_token": token}
     )
     assert response.headers["Location"] == "/console"
 

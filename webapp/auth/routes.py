@@ -30,7 +30,13 @@ def start_session(user) -> None:
 
 
 def safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+    """``target`` if it is a path on this site, else the console.
+
+    Browsers read a backslash as a slash ("/\\evil.example" goes to another host) and drop tabs
+    and newlines; control characters could not go into a ``Location`` header anyway.
+    """
+    if (target and target.startswith("/") and not target.startswith("//") and "\\" not in target
+            and target.isprintable() and not urlsplit(target).netloc):
         return target
     return url_for("console.index")
 
