@@ -100,6 +100,8 @@ def test_other_requests_events_and_foreign_messages_do_not_end_a_wait(app, api, 
     watcher = app.extensions["lanes_end_watcher"]
     watcher.dispatch(b"\x80\x04not json: Socket.IO's own pickled messages")
     watcher.dispatch(b'{"event": "request.finished", "data": "no body"}')
+    watcher.dispatch(b'{"event": "request.finished", "data": [{"id": [1, 2]}]}')
+    assert watcher.subscribed.is_set(), "the listener is still listening"
     app.extensions["lanes_events"].emit(api.user_id, ("request.progress", {"id": waited, "progress": 50}))
     assert api.delete(f"{REQUESTS}/{other}").status_code == 200
 

@@ -89,6 +89,8 @@ class EndWatcher:
             return
         body = message.get("data")
         request_id = body[0].get("id") if isinstance(body, list) and body and isinstance(body[0], dict) else None
+        if not isinstance(request_id, int):
+            return
         with self.lock:
             waiting = list(self.waiters.get(request_id, ()))
         for ended in waiting:
