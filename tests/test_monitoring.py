@@ -103,15 +103,20 @@ def dashboard_exprs() -> list[tuple[str, str]]:
 # -- promtool ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    path = shutil.which("promtool")
+def prometheus_program(name: str) -> str:
+    """The path of ``prometheus`` or ``promtool``; missing, a failure in CI and a skip elsewhere."""
+    path = shutil.which(name)
     if path is None:
-        message = "promtool is not installed (Debian: apt-get install prometheus; .ci/run does it)"
+        message = f"{name} is not installed (Debian: apt-get install prometheus; .ci/run does it)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    return prometheus_program("promtool")
 
 
 def run_promtool(promtool: str, *args) -> str:

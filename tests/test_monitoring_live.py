@@ -5,8 +5,6 @@ the Grafana dashboards shows data (each query as Grafana would send it, variable
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 
 import pytest
@@ -14,7 +12,15 @@ import requests
 import yaml
 
 from tests.conftest import free_port, wait_until
-from tests.test_monitoring import INTERVALS, PROMETHEUS_YML, RULE_FILES, VARIABLES, dashboard_exprs, load_yaml
+from tests.test_monitoring import (
+    INTERVALS,
+    PROMETHEUS_YML,
+    RULE_FILES,
+    VARIABLES,
+    dashboard_exprs,
+    load_yaml,
+    prometheus_program,
+)
 
 SCRAPE_SECONDS = 1
 RATE_INTERVAL = "10s"  # what Grafana's $__rate_interval comes to at this scrape interval, and then some
@@ -23,13 +29,7 @@ DASHBOARD_VARIABLES = {"max_workers": "32"}
 
 @pytest.fixture
 def prometheus_binary() -> str:
-    path = shutil.which("prometheus")
-    if path is None:
-        message = "prometheus is not installed (Debian: apt-get install prometheus; .ci/run does it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return prometheus_program("prometheus")
 
 
 @pytest.fixture
