@@ -56,6 +56,12 @@ def test_wrong_password_is_401_invalid_credentials(client, make_user):
     unknown = client.post("/api/v1/tokens", json={"username": "nobody", "password": PASSWORD})
     assert unknown.status_code == 401
     assert error_code(unknown) == "invalid_credentials"
+    impossible = client.post("/api/v1/tokens", json={"username": "b\x00b", "password": PASSWORD})
+    assert impossible.status_code == 401  # no account can have that name: not looked up at all
+    assert error_code(impossible) == "invalid_credentials"
+    named = client.post("/api/v1/tokens", json={"username": "bob", "password": PASSWORD, "name": "a\x00b"})
+    assert named.status_code == 400
+    assert named.get_json()["error"]["details"]["fields"] == {"name": "must not contain control characters"}
 
 
 def test_token_request_body_is_checked(client, make_user):

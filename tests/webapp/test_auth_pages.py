@@ -40,6 +40,15 @@ def test_wrong_password_shows_the_form_again_with_401(browser, make_user):
     assert not is_signed_in(browser)
 
 
+def test_a_user_name_no_account_can_have_is_just_a_wrong_sign_in(browser, make_user):
+    make_user("alice")
+    for name in ("ali\x00ce", "Alice Smith", "a" * 64):
+        response = browser.login(name, PASSWORD)
+        assert response.status_code == 401, name
+        assert "Wrong user name or password." in response.get_data(as_text=True)
+    assert not is_signed_in(browser)
+
+
 def test_login_post_without_csrf_token_is_refused(browser, make_user):
     make_user("alice")
     response = browser.client.post("/auth/login", data={"username": "alice", "password": PASSWORD})

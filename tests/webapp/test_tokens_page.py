@@ -74,6 +74,14 @@ def test_a_token_needs_a_name(app, browser, alice):
     assert token_ids(app, alice) == []
 
 
+def test_a_name_with_control_characters_is_refused_next_to_the_field(app, browser, alice):
+    for name in ("nul\x00byte", "tab\there"):  # a NUL would not even fit a PostgreSQL text column
+        response = create_token(browser, name)
+        assert response.status_code == 400
+        assert "The name must not contain control characters." in response.get_data(as_text=True)
+    assert token_ids(app, alice) == []
+
+
 def test_creating_a_token_needs_csrf(app, browser, alice):
     response = browser.client.post("/settings/tokens", data={"name": "forged"})
     assert response.status_code == 400

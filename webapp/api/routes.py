@@ -12,7 +12,7 @@ from webapp.api import query_parameters as query
 from webapp.api.authentication import authenticate_request, public
 from webapp.api.openapi import openapi_document
 from webapp.api.requests_body import json_object
-from webapp.auth.accounts import authenticate, issue_token, revoke_token
+from webapp.auth.accounts import authenticate, issue_token, revoke_token, token_name_problem
 from webapp.client_address import client_address
 from webapp.ids import MAX_ID
 from webapp.lanes import service
@@ -23,7 +23,6 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.before_request(authenticate_request)
 
 IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")  # printable ASCII, as stored and compared
-MAX_TOKEN_NAME = 100
 
 
 @bp.post("/tokens")
@@ -32,8 +31,8 @@ def create_token():
     body = json_object(required=("username", "password"), optional=("name",))
     problems = {field: "must be a string" for field in ("username", "password") if not isinstance(body[field], str)}
     name = body.get("name")
-    if name is not None and (not isinstance(name, str) or not 1 <= len(name.strip()) <= MAX_TOKEN_NAME):
-        problems["name"] = f"must be a string of 1 to {MAX_TOKEN_NAME} characters"
+    if name is not None and (problem := token_name_problem(name)):
+        problems["name"] = problem
     if problems:
         raise errors.InvalidRequest("Some fields have the wrong type.", details={"fields": problems})
     user = authenticate(body["username"], body["password"], client_address())

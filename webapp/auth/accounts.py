@@ -16,6 +16,7 @@ from webapp.rate_limits import rate_limits
 
 USERNAME_RE = re.compile(r"^[a-z0-9_.-]{3,32}$")
 MIN_PASSWORD_LENGTH = 8
+MAX_TOKEN_NAME = 100
 TOKEN_PREFIX = "lanes_"
 
 
@@ -49,7 +50,8 @@ def create_user(username: str, password: str, is_admin: bool = False) -> User:
 
 
 def find_user(username: str) -> User | None:
-    if not isinstance(username, str):
+    """The user of this name; None for a name no user can have (never looked up: NUL, say)."""
+    if not isinstance(username, str) or not USERNAME_RE.match(username):
         return None
     return db.session.scalar(select(User).where(User.username == username))
 
@@ -84,6 +86,15 @@ def authenticate(username: str, password: str, address: str) -> User:
 def token_digest(token: str) -> str:
     # surrogatepass: any string a client sends (JSON may carry a lone surrogate) has a digest, matching nothing.
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def token_name_problem(name) -> str | None:
+    """Why ``name`` cannot name a token (shown next to the field), or None."""
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= MAX_TOKEN_NAME:
+        return f"must be a string of 1 to {MAX_TOKEN_NAME} characters"
+    if not name.isprintable():
+        return "must not contain control characters"
+    return None
 
 
 def issue_token(user: User, name: str | None = None) -> tuple[ApiToken, str]:

@@ -7,10 +7,11 @@ import json
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, FloatField, IntegerField, SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.form import BaseForm
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, Length, ValidationError
 
 from jobs.registry import JobType
 from webapp import strict_json
+from webapp.auth.accounts import MAX_TOKEN_NAME, token_name_problem
 
 TEXTAREA_FROM = 200  # strings allowed to be longer than this get a textarea
 
@@ -154,8 +155,15 @@ def _enum_coercer(values: list):
     return coerce
 
 
+def _token_name(_form, field) -> None:
+    problem = token_name_problem(field.data)
+    if problem:
+        raise ValidationError(f"The name {problem}.")
+
+
 class TokenForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired("Give the token a name."), Length(max=100)])
+    name = StringField("Name", validators=[DataRequired("Give the token a name."), Length(max=MAX_TOKEN_NAME),
+                                           _token_name])
 
 
 class ConfirmForm(FlaskForm):
