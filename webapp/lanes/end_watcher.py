@@ -18,9 +18,11 @@ from contextlib import contextmanager
 
 import redis
 
+from webapp.models import TERMINAL_STATUSES
+
 log = logging.getLogger(__name__)
 
-END_EVENTS = frozenset({"request.finished", "request.failed", "request.canceled"})
+END_EVENTS = frozenset(f"request.{status}" for status in TERMINAL_STATUSES)  # events are named request.<status>
 RETRY_SECONDS = 1.0
 
 
@@ -36,7 +38,7 @@ class EndWatcher:
         self.listener_pid: int | None = None  # a forked child does not inherit the listener thread
 
     @contextmanager
-    def watch(self, request_id: int) -> Iterator[threading.Event]:
+    def watch(self, request_id: int | None) -> Iterator[threading.Event]:
         """An event set when ``request_id`` ends; watch before reading the row, so no end is missed."""
         self._listen_in_this_process()
         ended = threading.Event()

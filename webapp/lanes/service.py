@@ -195,16 +195,15 @@ def wait_for_request(user_id: int, request_id, seconds: float) -> LaneRequest:
     Woken by the request's end event; the row is re-read then, and every few seconds regardless
     (sooner while the event channel is down), since pub/sub may drop a message.
     """
-    row = get_request(user_id, request_id)
-    if row.status not in PENDING_STATUSES:
-        return row
     deadline = time.monotonic() + seconds
     watcher = current_app.extensions["lanes_end_watcher"]
-    with watcher.watch(row.id) as ended:  # watching before the (re-)read: an end in between still wakes us
+    # Watching before each read: an end between the read and the wait still wakes us. (An id that
+    # names no request of this user is watched for nothing: the first read raises NotFound.)
+    with watcher.watch(parse_id(request_id)) as ended:
         while True:
             ended.clear()
             db.session.rollback()  # end the transaction so the read sees the worker's commit
-            row = get_request(user_id, row.id)
+            row = get_request(user_id, request_id)
             left = deadline - time.monotonic()
             if row.status not in PENDING_STATUSES or left <= 0:
                 return row
