@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
-from rq import Queue
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -17,8 +16,8 @@ from jobs.registry import get_job_type
 from webapp import errors
 from webapp.extensions import db, get_redis
 from webapp.ids import parse_id
-from webapp.lanes import keys
-from webapp.lanes.representation import request_object
+from webapp.lanes import keys, ready_index, rq_adapter
+from webapp.lanes.representation import lane_event, request_object
 from webapp.models import (
     CANCELED,
     PENDING_STATUSES,
@@ -33,7 +32,6 @@ from webapp.rate_limits import rate_limits
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 WAIT_RECHECK_SECONDS = 2.0  # a long-poll re-reads its row this often even without an end event
 WAIT_RECHECK_UNSUBSCRIBED_SECONDS = 0.2  # ... and this often while the event channel is down
-JOB_FUNCTION = "webapp.lanes.execution.run_request"
 
 
 # Built once (statement construction costs more than the query): a lane's pending, queued, running id.
@@ -137,26 +135,10 @@ def _enqueue(row: LaneRequest, announcements) -> None:
     connection = get_redis()
     with connection.pipeline() as pipe:
         pipe.multi()  # RQ's enqueue_call insists on an explicit MULTI when given a used pipeline
-        add_job(connection, pipe, row.id, row.user_id, row.type)
-        mark_ready(pipe, row.user_id)
+        rq_adapter.add_job(connection, pipe, row.id, row.user_id, row.type)
+        ready_index.mark_unless_served(pipe, row.user_id)
         publisher().add_to(pipe, row.user_id, *announcements)
         pipe.execute()
-
-
-def add_job(connection, pipe, request_id: int, user_id: int, type_name: str, at_front: bool = False) -> None:
-    """Queue the RQ job of a request in its lane (job id = request id), at the back unless ``at_front``."""
-    Queue(keys.lane_name(user_id), connection=connection).enqueue_call(
-        JOB_FUNCTION, args=(request_id, user_id), job_id=str(request_id), timeout=-1, at_front=at_front,
-        result_ttl=0, failure_ttl=24 * 3600, description=f"{type_name} #{request_id}", pipeline=pipe,
-    )
-
-
-def mark_ready(pipe, user_id: int) -> None:
-    """Add the lane to the ready index (keeping its place if already there) and wake a supervisor."""
-    pipe.zadd(keys.READY, {str(user_id): time.time()}, nx=True)
-    pipe.sadd(keys.KNOWN, str(user_id))
-    pipe.lpush(keys.WAKEUP, str(user_id))
-    pipe.ltrim(keys.WAKEUP, 0, 99)
 
 
 def get_request(user_id: int, request_id) -> LaneRequest:
@@ -248,11 +230,6 @@ def lane_state(user_id: int) -> dict:
     return {"name": keys.lane_name(user_id), "length": len(rows), "running": running, "pending": pending}
 
 
-def lane_event(user_id: int, length: int, running: int | None) -> dict:
-    """The ``lane.updated`` event body: length (queued + running) and the running request's id."""
-    return {"name": keys.lane_name(user_id), "length": length, "running": running}
-
-
 def lane_summary(user_id: int) -> dict:
     """``lane_event`` as the database has it now, in one aggregate query."""
     length, _queued, running = db.session.execute(LANE_COUNTS, {"lane_user": user_id}).one()
@@ -274,7 +251,9 @@ def cancel_request(user_id: int, request_id) -> tuple[LaneRequest, bool]:
         lane = lane_summary(user_id) if canceled is not None else None
         db.session.commit()
         if canceled is not None:
-            _forget_job(canceled)
+            with get_redis().pipeline() as pipe:
+                rq_adapter.forget_job(pipe, canceled.user_id, canceled.id)
+                pipe.execute()
             publisher().emit(user_id, ("request.canceled", request_object(canceled)), ("lane.updated", lane))
             return canceled, True
         db.session.refresh(row)  # it started (or ended) meanwhile
@@ -285,11 +264,3 @@ def cancel_request(user_id: int, request_id) -> tuple[LaneRequest, bool]:
         get_redis().set(keys.cancel_flag(row.id), "1", ex=3600)
         return row, False
     raise errors.NotCancelable(f"The request has already ended ({row.status}).", details={"status": row.status})
-
-
-def _forget_job(row: LaneRequest) -> None:
-    """Drop a canceled request's job from its lane so no worker wakes for it."""
-    with get_redis().pipeline() as pipe:
-        pipe.lrem(keys.rq_queue(row.user_id), 0, str(row.id))
-        pipe.delete(keys.rq_job(str(row.id)))
-        pipe.execute()

@@ -19,11 +19,13 @@ import uuid
 from dataclasses import dataclass
 
 import redis
+from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.registry import all_job_types
 from webapp.extensions import db
-from webapp.lanes import keys
+from webapp.lanes import keys, ready_index
 from webapp.lanes.cleanup import sweep
+from webapp.lanes.fence import LaneFence
 from webapp.lanes.lane_worker import forget_dead_worker, serve_lane
 from webapp.lanes.lease import LaneLease
 from webapp.lanes.reconciler import reconcile
@@ -135,12 +137,12 @@ class Supervisor:
             self.next_reconcile = now + self.config["LANES_RECONCILE_SECONDS"]
             self.housekeeping()
         # Sleep until a submit nudges us (or a tick passes, to reap and retry).
-        self.connection.blpop([keys.WAKEUP], timeout=self.TICK_SECONDS)
+        ready_index.sleep_until_nudged(self.connection, self.TICK_SECONDS)
 
     def admit(self) -> None:
         """Take the lease of ready lanes, oldest-waiting first, while there is capacity."""
         capacity = self.config["LANES_MAX_WORKERS"] - len(self.children)
-        ready = [int(member) for member in self.connection.zrange(keys.READY, 0, -1)]
+        ready = ready_index.in_order(self.connection)
         READY_LANES.set(len(ready))
         running = {child.user_id for child in self.children.values()}
         for user_id in ready:
@@ -200,13 +202,26 @@ class Supervisor:
             WORKER_EXITS.labels("clean" if clean else "crashed").inc()
             if not clean:
                 log.warning("supervisor: lane worker %d for lane %s died (status %s)", pid, child.user_id, status)
-                forget_dead_worker(child.lease)
-                child.lease.release()
-                # An interrupted request may be left 'started' with an empty queue: keep the lane ready.
-                self.connection.zadd(keys.READY, {str(child.user_id): time.time()})
-                self.connection.lpush(keys.WAKEUP, str(child.user_id))
+                self.recover_lane(child)
         LANE_WORKERS.set(len(self.children))
         return reaped
+
+    def recover_lane(self, child: Child) -> None:
+        """A lane worker died: let the next one take its lane at once, its interrupted request first.
+
+        It is known dead (reaped), so its database fence is released here rather than left to lapse.
+        """
+        forget_dead_worker(child.lease)
+        with self.app.app_context():
+            try:
+                LaneFence(db.engine, child.user_id, child.lease.token, self.config["LANES_LEASE_SECONDS"]).release()
+            except SQLAlchemyError:
+                log.warning("supervisor: could not release lane %s's fence; it lapses on its own", child.user_id)
+            finally:
+                db.session.remove()
+        child.lease.release()
+        # An interrupted request may be left 'started' with an empty queue: keep the lane ready.
+        ready_index.remark(self.connection, child.user_id)
 
     def housekeeping(self) -> None:
         """Heartbeat and gauges (every supervisor), then reconcile and sweep (one supervisor at a time)."""
@@ -215,14 +230,7 @@ class Supervisor:
             pipe.zadd(keys.SUPERVISORS, {self.id: now})
             pipe.zremrangebyscore(keys.SUPERVISORS, "-inf", now - 3 * self.config["LANES_RECONCILE_SECONDS"])
             pipe.execute()
-        ready = [int(m) for m in self.connection.zrange(keys.READY, 0, -1)]
-        if ready:
-            with self.connection.pipeline(transaction=False) as pipe:
-                for user_id in ready:
-                    pipe.exists(keys.lease(user_id))
-                WAITING_LANES.set(sum(1 for leased in pipe.execute() if not leased))
-        else:
-            WAITING_LANES.set(0)
+        WAITING_LANES.set(len(ready_index.waiting(self.connection)))
         period_ms = int(self.config["LANES_RECONCILE_SECONDS"] * 1000)
         if not self.connection.set(keys.RECONCILE_LOCK, self.id, nx=True, px=max(period_ms - 100, 100)):
             return
