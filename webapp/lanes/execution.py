@@ -162,14 +162,15 @@ def execute(row: LaneRequest, lane: dict, on_start: Bookkeeping | None = None,
             },
             execution_options=REFRESH,
         ).first()
+        if recorded is None:
+            # Another lane worker re-claimed this request (this one lost its fence): undo its writes.
+            db.session.rollback()
+            log.warning("lane %s: request %s was taken over; its outcome here is dropped", row.user_id, row.id)
+            raise PlumbingFailure(f"request {row.id} was re-claimed by another lane worker")
         db.session.commit()
     except SQLAlchemyError as problem:
         db.session.rollback()
         raise PlumbingFailure(f"recording the outcome of request {row.id} failed") from problem
-    if recorded is None:
-        # Another lane worker re-claimed this request (this one lost its fence): its writes are undone.
-        log.warning("lane %s: request %s was taken over; its outcome here is dropped", row.user_id, row.id)
-        raise PlumbingFailure(f"request {row.id} was re-claimed by another lane worker")
     row, others = recorded
     if status == CANCELED:
         _forget_cancel_flag(row.id)
@@ -268,3 +269,21 @@ def run_request(request_id: int, user_id: int) -> None:
                 return
     finally:
         fence.release()
+
+
+def compile_ahead() -> None:
+    """Run the hot statements once where they change nothing, in the supervisor before it forks.
+
+    SQLAlchemy caches compiled statements per engine, and a forked lane worker inherits that cache;
+    compiling a claim costs more than running it, so without this every cold lane paid for it.
+    """
+    try:
+        claim_next(0, "")  # nobody holds a fence named '': claims nothing
+        db.session.execute(
+            RECORD_OUTCOME,
+            {"outcome_id": 0, "outcome_attempt": 0, "outcome": FINISHED, "outcome_result": None, "outcome_code": None,
+             "outcome_message": None, "outcome_at": utcnow()},
+            execution_options=REFRESH,
+        ).first()
+    finally:
+        db.session.rollback()

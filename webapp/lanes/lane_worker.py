@@ -32,6 +32,7 @@ from webapp.lanes.execution import PlumbingFailure, claim_next, execute
 from webapp.lanes.fence import LaneFence
 from webapp.lanes.lease import LaneLease
 from webapp.lanes.reconciler import repair_lane
+from webapp.lanes.slot_board import NoBoard
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,14 @@ def worker_name(lease: LaneLease) -> str:
     return f"{socket.gethostname()}.{lease.token.rsplit(':', 1)[-1]}.lane{lease.user_id}"
 
 
+class StopWaiting(Exception):
+    """SIGTERM arrived while the lane worker waited for its queue: leave now."""
+
+
 class LaneWorker:
     """One lane's worker loop, holding the lane's lease and fence while it runs."""
 
-    def __init__(self, app, user_id: int, lease: LaneLease):
+    def __init__(self, app, user_id: int, lease: LaneLease, board=None):
         config = app.config
         self.user_id = user_id
         self.lease = lease
@@ -67,6 +72,8 @@ class LaneWorker:
         self.handed_back = False
         self.jobs_in_a_row = 0
         self.shown_busy = False  # RQ's record says busy (set with each start, cleared once idle)
+        self.waiting = False  # blocked on the queue, with nothing running
+        self.board = board or NoBoard()  # the supervisor's slots: crowded? and this worker idle
 
     def procline(self, _message: str = "") -> None:
         # RQ rewrites the title on state changes; keep ours so ``ps`` names the lane.
@@ -77,7 +84,7 @@ class LaneWorker:
     def serve(self) -> None:
         """Claim and run the lane's requests until idle, handed back, stopped or the lane is lost."""
         taken: str | None = None  # an id taken off the queue, for the next claim to account for
-        claim = True  # first thing: the database may hold work that Redis lost (a crash, a flush)
+        claim = first_claim = True  # first thing: the database may hold work Redis lost (a crash, a flush)
         idle_since = time.monotonic()
         next_fairness_check = 0.0
         while not self.stopping():
@@ -91,6 +98,10 @@ class LaneWorker:
                     claim, taken = False, None  # the id named nothing pending (canceled, or a stray)
                     continue
                 row, lane = claimed
+                if first_claim and row.attempts > 1:
+                    # Taking over from a lost worker (another host?): the ids it took off the queue are gone.
+                    self.repair()
+                first_claim = False
                 try:
                     results = execute(
                         row, lane,
@@ -118,20 +129,22 @@ class LaneWorker:
                         self.handed_back = True
                         break
                 continue
-            # Nothing to claim: wait for the queue, and make room if another lane waits for a worker.
+            # Nothing to claim: wait for the queue, unless other lanes wait for this slot.
             self.jobs_in_a_row = 0
             if time.monotonic() - idle_since >= self.idle_seconds:
                 break
+            if self.board.crowded():
+                log.info("lane %s: empty while other lanes wait for a slot; making room", self.user_id)
+                break
             try:
-                if time.monotonic() - idle_since >= IDLE_POLL_SECONDS:
-                    if self.others_waiting():
-                        log.info("lane %s: empty while others wait; making room", self.user_id)
-                        break
-                    if self.shown_busy:
-                        self.rq_worker.mark_idle()
-                        self.shown_busy = False
+                if self.shown_busy and time.monotonic() - idle_since >= IDLE_POLL_SECONDS:
+                    self.rq_worker.mark_idle()
+                    self.shown_busy = False
                 wait = min(IDLE_POLL_SECONDS, max(0.05, self.idle_seconds - (time.monotonic() - idle_since)))
-                taken = rq_adapter.wait_next(self.connection, self.user_id, wait)
+                taken = self.wait_for_queue(wait)
+            except StopWaiting:
+                self.connection.connection_pool.disconnect()  # a read was cut short: drop its connection
+                break
             except redis.exceptions.RedisError:
                 self.recover("waiting for the queue")
                 claim = True
@@ -139,6 +152,24 @@ class LaneWorker:
             claim = taken is not None
         if taken is not None:
             self.put_back(taken)
+
+    def wait_for_queue(self, seconds: float) -> str | None:
+        """Block for the lane's next id, flagged idle meanwhile (SIGTERM then ends the wait at once)."""
+        self.waiting = True
+        self.board.idle(True)
+        try:
+            if self.stop_requested.is_set():
+                raise StopWaiting()
+            return rq_adapter.wait_next(self.connection, self.user_id, seconds)
+        finally:
+            self.waiting = False
+            self.board.idle(False)
+
+    def on_sigterm(self, _signum, _frame) -> None:
+        """Warm stop: a running job finishes first; a wait for the queue ends now."""
+        self.stop_requested.set()
+        if self.waiting:
+            raise StopWaiting()
 
     def stopping(self) -> bool:
         return self.stop_requested.is_set() or self.lane_lost.is_set()
@@ -155,6 +186,13 @@ class LaneWorker:
         except SQLAlchemyError:
             db.session.close()
         self.stop_requested.wait(RETRY_SECONDS)
+
+    def repair(self) -> None:
+        try:
+            repair_lane(self.connection, self.user_id)
+        except (redis.exceptions.RedisError, SQLAlchemyError):
+            log.warning("lane %s: repair failed; the reconciler will re-add what is missing", self.user_id)
+            db.session.rollback()
 
     def put_back(self, taken: str) -> None:
         try:
@@ -201,12 +239,15 @@ class LaneWorker:
                 log.warning("lane %s: fence renewal failed (database unavailable)", self.user_id)
 
 
-def serve_lane(app, user_id: int, lease: LaneLease) -> int:
-    """Serve one lane until it is idle, handed back, or stopped. Returns the exit status."""
+def serve_lane(app, user_id: int, lease: LaneLease, board=None) -> int:
+    """Serve one lane until it is idle, handed back, or stopped. Returns the exit status.
+
+    ``board`` is this worker's view of its supervisor's slots (``slot_board``).
+    """
     setproctitle.setproctitle(f"lanes {keys.lane_name(user_id)}")
     with app.app_context():
-        worker = LaneWorker(app, user_id, lease)
-        previous = signal.signal(signal.SIGTERM, lambda *_: worker.stop_requested.set())
+        worker = LaneWorker(app, user_id, lease, board)
+        previous = signal.signal(signal.SIGTERM, worker.on_sigterm)
         stop = threading.Event()
         holder = threading.Thread(target=worker.keep_holding, args=(stop,), daemon=True)
         holder.start()
@@ -216,7 +257,6 @@ def serve_lane(app, user_id: int, lease: LaneLease) -> int:
             if fenced:
                 worker.rq_worker.register_birth()
                 registered = True
-                repair_lane(lease.connection, user_id)
                 worker.serve()
         finally:
             stop.set()

@@ -103,9 +103,10 @@ def in_order(connection: redis.Redis) -> list[int]:
     return [int(member) for member in connection.zrange(keys.READY, 0, -1)]
 
 
-def waiting(connection: redis.Redis, besides: int | None = None, limit: int = 1_000_000) -> list[int]:
-    """Lanes that have waited for a worker past the grace (``besides`` left out), at most ``limit``."""
-    cutoff = time.time() - GRACE_SECONDS
+def waiting(connection: redis.Redis, besides: int | None = None, limit: int = 1_000_000,
+            grace: float = GRACE_SECONDS) -> list[int]:
+    """Lanes that have waited for a worker past ``grace`` (``besides`` left out), at most ``limit``."""
+    cutoff = time.time() - grace
     members = connection.eval(_WAITING, 1, keys.READY, cutoff, "" if besides is None else str(besides),
                               keys.lease(""), limit)
     return [int(member) for member in members]

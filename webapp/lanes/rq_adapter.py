@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, worker_registration
 from rq.utils import now, utcformat
 
 from webapp.lanes import keys
@@ -79,6 +79,17 @@ class LaneRQWorker(SimpleWorker):
 
     Lanes runs its own loop (``lane_worker``); RQ's ``work()`` is never called.
     """
+
+    def register_birth(self) -> None:
+        """RQ's registration in one round trip: a lane worker's name is unique to its lease, so RQ's
+        check for a live namesake (two more round trips on every cold start) cannot find one."""
+        with self.connection.pipeline() as pipe:
+            pipe.delete(self.key)
+            self.birth_date = self.last_heartbeat = now()
+            pipe.hset(self.key, mapping=self.serialize())
+            worker_registration.register(self, pipe)
+            pipe.expire(self.key, self.worker_ttl + 60)
+            pipe.execute()
 
     def mark_idle(self) -> None:
         with self.connection.pipeline(transaction=False) as pipe:
