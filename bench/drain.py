@@ -41,40 +41,64 @@ def wait_for_no_lane_workers(stack: Stack) -> None:
         time.sleep(0.2)
 
 
-def lanes_drain(stack: Stack, _web, sizes) -> ScenarioReport:
+def queue_backlog(stack: Stack, user_ids: list[int], count: int) -> None:
+    """Submit ``count`` echo requests round-robin over the users' lanes while worker.py is paused.
+
+    worker.py is left paused: the caller resumes it (``stack.resume_worker()``) when it is ready to time.
+    """
     from webapp.extensions import db
     from webapp.lanes.service import submit_request
-    from webapp.models import FINISHED, LaneRequest
 
-    n, lanes = sizes.drain_requests, sizes.drain_lanes
-    report = ScenarioReport("drain", f"Lanes drain: {n} echo requests already queued in {lanes} lanes, no HTTP")
-    users = stack.new_users("drain", lanes)
-    ids = [user.id for user in users]
     wait_for_no_lane_workers(stack)
     stack.pause_worker()
     try:
         with stack.app.app_context():
-            for index in range(n):
-                submit_request(ids[index % lanes], "echo", {"message": "bench"})
+            for index in range(count):
+                submit_request(user_ids[index % len(user_ids)], "echo", {"message": "bench"})
             db.session.remove()
+    except BaseException:
+        stack.resume_worker()
+        raise
+
+
+def wait_until_ended(stack: Stack, user_ids: list[int], count: int) -> None:
+    """Poll the database until ``count`` of the users' requests have ended."""
+    from webapp.extensions import db
+    from webapp.models import LaneRequest
+
+    ended = select(func.count()).where(LaneRequest.user_id.in_(user_ids), LaneRequest.ended_at.is_not(None))
+    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+    with stack.app.app_context():
+        try:
+            while db.session.scalar(ended) < count:
+                db.session.commit()  # a fresh snapshot for the next poll
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the backlog was not drained within {DRAIN_TIMEOUT_SECONDS} s")
+                time.sleep(POLL_SECONDS)
+        finally:
+            db.session.remove()
+
+
+def lanes_drain(stack: Stack, _web, sizes) -> ScenarioReport:
+    from webapp.extensions import db
+    from webapp.models import FINISHED, LaneRequest
+
+    n, lanes = sizes.drain_requests, sizes.drain_lanes
+    report = ScenarioReport("drain", f"Lanes drain: {n} echo requests already queued in {lanes} lanes, no HTTP")
+    ids = [user.id for user in stack.new_users("drain", lanes)]
+    queue_backlog(stack, ids, n)
+    try:
         counts_before = counting.read(str(stack.worker_counts))
         cpu_before = cpu_usage.snapshot(stack.worker.pid, stack.worker.pid)
         server_before = server_commands(stack.redis)
         resumed = time.time()
     finally:
         stack.resume_worker()
-
-    ended = select(func.count()).where(LaneRequest.user_id.in_(ids), LaneRequest.ended_at.is_not(None))
-    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+    wait_until_ended(stack, ids, n)
+    server_after = server_commands(stack.redis)
+    cpu_after = cpu_usage.snapshot(stack.worker.pid, stack.worker.pid)
+    counts_after = counting.read(str(stack.worker_counts))
     with stack.app.app_context():
-        while db.session.scalar(ended) < n:
-            db.session.commit()  # a fresh snapshot for the next poll
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the backlog was not drained within {DRAIN_TIMEOUT_SECONDS} s")
-            time.sleep(POLL_SECONDS)
-        server_after = server_commands(stack.redis)
-        cpu_after = cpu_usage.snapshot(stack.worker.pid, stack.worker.pid)
-        counts_after = counting.read(str(stack.worker_counts))
         first_started, last_ended, finished = db.session.execute(
             select(func.min(LaneRequest.started_at), func.max(LaneRequest.ended_at),
                    func.count().filter(LaneRequest.status == FINISHED))
