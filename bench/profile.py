@@ -1,4 +1,4 @@
-"""``python -m bench.profile {worker,web}``: where the CPU of a lane worker or of the web process goes.
+"""``python -m bench.profile {worker,web} [--cpu]``: where the time of a lane worker or of the web process goes.
 
 Starts a Lanes as ``make bench`` does (``DATABASE_URL`` / ``REDIS_URL`` honoured), puts load on
 one side, and samples the real processes with py-spy (``py-spy record --format raw``), then
@@ -14,6 +14,14 @@ prints the functions that take the most samples, in milliseconds per request:
 waiting on a socket count too (where the wall time goes). ``--raw PATH`` keeps py-spy's collapsed
 stacks (flamegraph.pl and speedscope read them). py-spy needs ptrace: run as root or with
 CAP_SYS_PTRACE (``kernel.yama.ptrace_scope`` 0 also does).
+
+py-spy tells a waiting thread from a running one by its state in the kernel: on a machine whose
+load is above its core count, a thread that is runnable but waiting for a core counts as running.
+``--cpu`` measures CPU instead, immune to that: cProfile with the process CPU clock, in this
+process -- ``worker`` serves the queued lanes with a ``LaneWorker`` each (RQ's burst mode, as
+``bench.worker_stages`` does), ``web`` submits through the Flask app's test client (the whole
+Flask request path; gunicorn's HTTP parsing and the Socket.IO relaying are not in it). cProfile
+adds its own cost to every call, so read the shares, not the absolute milliseconds.
 """
 
 from __future__ import annotations
@@ -90,7 +98,7 @@ def report(stacks, rate: int, requests: int, top: int) -> str:
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     for process, frames, count in stacks:
-        by_process[process_kind(process)] += count
+        by_process[process_kind(process, frames)] += count
         if frames:
             own[frames[-1]] += count
         for frame in set(frames):
@@ -106,9 +114,13 @@ def report(stacks, rate: int, requests: int, top: int) -> str:
     return "\n".join(lines)
 
 
-def process_kind(process: str) -> str:
-    """'lane worker', 'worker.py (supervisor)' or the command line py-spy saw."""
-    if "lanes lane:" in process:
+def process_kind(process: str, frames: list[str]) -> str:
+    """'lane workers', 'worker.py (supervisor)' or the command line py-spy saw.
+
+    A forked lane worker keeps its parent's command line for py-spy, and the supervisor's frames
+    below ``serve_lane``: that frame is what tells them apart.
+    """
+    if any(frame.startswith("serve_lane ") for frame in frames):
         return "lane workers"
     if "worker.py" in process:
         return "worker.py (supervisor)"
@@ -162,6 +174,73 @@ def profile_web(stack, count: int, lanes: int, threads: int, rate: int, idle: bo
         recording.stop()
 
 
+def cpu_profile_worker(stack, count: int, lanes: int):
+    """cProfile (CPU clock) of ``LaneWorker``s serving ``count`` queued echo requests in this process."""
+    import cProfile
+
+    from webapp.lanes.lane_worker import LaneWorker
+    from webapp.lanes.lease import LaneLease
+    from webapp.lanes.service import submit_request
+
+    users = stack.new_users("profile", lanes)
+    profiler = cProfile.Profile(time.process_time)
+    with stack.app.app_context():
+        for index in range(count):
+            submit_request(users[index % lanes].id, "echo", {"message": "bench"})
+        for user in users:
+            lease = LaneLease(stack.redis, user.id, f"bench-profile:{time.time_ns()}", 600)
+            if not lease.acquire():
+                raise SystemExit(f"the lane of user {user.id} is already leased")
+            worker = LaneWorker(user.id, lease, fair_share=count + 1)
+            profiler.enable()
+            worker.work(burst=True, logging_level="WARNING")
+            profiler.disable()
+            lease.release()
+    return profiler
+
+
+def cpu_profile_web(stack, count: int, lanes: int):
+    """cProfile (CPU clock) of ``count`` submits through the Flask app's test client."""
+    import cProfile
+
+    users = stack.new_users("profile", lanes)
+    client = stack.app.test_client()
+    body = {"type": "echo", "payload": {"message": "bench"}}
+    headers = [{"Authorization": f"Bearer {user.token}"} for user in users]
+    client.post("/api/v1/requests", json=body, headers=headers[0])  # first-call costs out of the way
+    profiler = cProfile.Profile(time.process_time)
+    for index in range(count - 1):
+        profiler.enable()
+        response = client.post("/api/v1/requests", json=body, headers=headers[index % lanes])
+        profiler.disable()
+        if response.status_code != 202:
+            raise SystemExit(f"submit answered {response.status_code}: {response.get_data(as_text=True)}")
+    return profiler
+
+
+def cpu_report(profiler, requests: int, top: int) -> str:
+    """The top functions by own CPU and by CPU with callees, in ms per request."""
+    import pstats
+
+    stats = pstats.Stats(profiler).stats
+    per_request_ms = 1000 / requests
+    total = sum(own for _, _, own, _, _ in stats.values())
+    lines = [f"{total * per_request_ms:.2f} ms of CPU per request under cProfile"]
+
+    def name(function) -> str:
+        filename, line, function_name = function
+        short = "/".join(Path(filename).parts[-2:]) if filename != "~" else ""
+        return f"{function_name} ({short}:{line})" if short else function_name
+
+    for title, index in (("self (own code)", 2), ("total (with callees)", 3)):
+        lines.append(f"\ntop {top} functions by {title}, ms of CPU per request:")
+        ranked = sorted(stats.items(), key=lambda item: item[1][index], reverse=True)[:top]
+        for function, values in ranked:
+            lines.append(f"  {values[index] * per_request_ms:7.3f} ms  {100 * values[index] / total:5.1f}%  "
+                         f"{values[1] / requests:6.1f} calls  {name(function)}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.splitlines()[0])
     parser.add_argument("side", choices=("worker", "web"), help="which process to sample")
@@ -172,11 +251,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", action="store_true", help="count threads waiting on I/O too (wall time)")
     parser.add_argument("--top", type=int, default=30, help="functions listed (default 30)")
     parser.add_argument("--raw", type=Path, help="keep py-spy's collapsed stacks in this file")
+    parser.add_argument("--cpu", action="store_true", help="cProfile with the CPU clock, in this process")
     args = parser.parse_args(argv)
     if not 1 <= args.count // max(1, args.lanes) <= 500:
         parser.error("count / lanes must be 1..500 per lane (the submit rate limit allows 600 a minute)")
 
     from bench.stack import Stack
+
+    if args.cpu:
+        stack = Stack()
+        try:
+            stack.start(worker=False)
+            if args.side == "worker":
+                text = cpu_report(cpu_profile_worker(stack, args.count, args.lanes), args.count, args.top)
+            else:
+                text = cpu_report(cpu_profile_web(stack, args.count, args.lanes), args.count - 1, args.top)
+        finally:
+            for problem in stack.close():
+                print(f"bench.profile: {problem}", file=sys.stderr)
+        what = "lane workers serving" if args.side == "worker" else "Flask app (test client) submitting"
+        print(f"cProfile (CPU clock) of the {what} {args.count} echo requests over {args.lanes} lanes")
+        print(text)
+        return 0
 
     py_spy()
     stack = Stack()

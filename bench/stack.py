@@ -333,8 +333,9 @@ class Stack:
             request_ids = list(db.session.scalars(select(LaneRequest.id).where(LaneRequest.user_id.in_(ids))))
             with connection.pipeline(transaction=False) as pipe:
                 for user_id in ids:
-                    # Workers and web are stopped: presence and leases left behind are stale.
-                    pipe.delete(keys.presence(user_id), keys.lease(user_id))
+                    # Workers and web are stopped: presence and leases left behind are stale, and so
+                    # are jobs still queued (a run without worker.py leaves them): their rows go below.
+                    pipe.delete(keys.presence(user_id), keys.lease(user_id), keys.rq_queue(user_id))
                     pipe.lrem(keys.WAKEUP, 0, str(user_id))  # nudges no supervisor took
                 for request_id in request_ids:
                     pipe.delete(keys.rq_job(str(request_id)), f"rq:results:{request_id}",

@@ -3,8 +3,9 @@
 The bench puts this directory first on ``PYTHONPATH`` of the web and worker processes it starts,
 with ``LANES_COUNT_STATEMENTS=DIR``; Lanes itself never imports it, so counting costs nothing
 outside the bench. Every process (a forked lane worker too) keeps its own counters and writes
-them to ``DIR/<pid>.counts`` on every count with one ``pwrite``: lane workers leave through
-``os._exit``, which runs no exit handler, and the bench reads the files while processes still run.
+them to ``DIR/<pid>.counts`` on every count into a shared memory map of that file (a
+store, not a system call): lane workers leave through ``os._exit``, which runs no exit handler,
+and the bench reads the files while processes still run.
 
 Counted on the client side (this process only, whoever else shares the Redis server):
 - ``statements``: SQL statements executed through SQLAlchemy (``before_cursor_execute``);
@@ -15,39 +16,44 @@ Counted on the client side (this process only, whoever else shares the Redis ser
 
 from __future__ import annotations
 
+import mmap
 import os
+import struct
+import threading
 
 FIELDS = ("statements", "transactions", "redis_commands", "redis_round_trips")
-RECORD = "{} {} {} {}\n"
-WIDTH = 80  # the record is padded to this width, so each pwrite overwrites the previous one whole
+RECORD = struct.Struct("<4q")
 
 
 class Counts:
-    """This process's counters and the file they are written to."""
+    """This process's counters, kept in a shared memory map of its file: counting is a store, not a syscall."""
 
     def __init__(self, directory: str):
         self.directory = directory
         self.values = [0, 0, 0, 0]
-        self.fd = -1
+        self.map: mmap.mmap | None = None
+        self.lock = threading.Lock()  # the web process counts from many threads
         self.open()
 
     def open(self) -> None:
         path = os.path.join(self.directory, f"{os.getpid()}.counts")
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        self.write()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, RECORD.size)
+            self.map = mmap.mmap(fd, RECORD.size)  # MAP_SHARED: readers of the file see every store
+        finally:
+            os.close(fd)
 
     def after_fork(self) -> None:
         """A forked child counts from zero in a file of its own (the parent's file stays the parent's)."""
-        os.close(self.fd)
         self.values = [0, 0, 0, 0]
+        self.lock = threading.Lock()  # another thread may have held it at the fork
         self.open()
 
     def add(self, index: int, amount: int = 1) -> None:
-        self.values[index] += amount
-        self.write()
-
-    def write(self) -> None:
-        os.pwrite(self.fd, RECORD.format(*self.values).ljust(WIDTH).encode(), 0)
+        with self.lock:
+            self.values[index] += amount
+            RECORD.pack_into(self.map, 0, *self.values)
 
 
 def install(directory: str) -> None:
@@ -97,11 +103,11 @@ def read(directory: str) -> dict[str, int]:
     totals = dict.fromkeys(FIELDS, 0)
     for name in os.listdir(directory):
         if name.endswith(".counts"):
-            with open(os.path.join(directory, name)) as record:
-                numbers = record.read().split()
-            if len(numbers) == len(FIELDS):
-                for field, number in zip(FIELDS, numbers, strict=True):
-                    totals[field] += int(number)
+            with open(os.path.join(directory, name), "rb") as record:
+                data = record.read(RECORD.size)
+            if len(data) == RECORD.size:
+                for field, number in zip(FIELDS, RECORD.unpack(data), strict=True):
+                    totals[field] += number
     return totals
 
 
