@@ -14,7 +14,7 @@ import time
 import redis
 from celery import Celery
 
-GATE_SECONDS = 60  # a gate that is never opened lets the worker go after this long
+GATE_SECONDS = 300  # a gate that is never opened lets the worker go after this long
 
 REDIS_URL = os.environ.get("BENCH_PEER_REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_QUEUE = os.environ.get("BENCH_CELERY_QUEUE", "bench-peer-celery")

@@ -20,6 +20,7 @@ import time
 import uuid
 
 import psutil
+import redis
 
 from bench.counting import counting_env, delta
 from bench.counting import read as read_counts
@@ -27,7 +28,8 @@ from bench.results import Measurement, ScenarioReport
 from bench.stack import Child, Stack
 
 READY_SECONDS = 60
-RESULT_TIMEOUT_SECONDS = 60
+RESULT_TIMEOUT_SECONDS = 300  # a job later than this means the peer is stuck (the machine may be very busy)
+WAIT_STEP_SECONDS = 10  # each blocking wait for a result, below any socket timeout
 
 # Measurement names the targets refer to.
 BURST = "burst: N submitted -> all results seen"
@@ -52,11 +54,26 @@ class Peer:
         self.counts_dir = stack.scratch / f"counts-{self.name}"
         self.worker: Child | None = None
         self.serial = 0
+        # A client of its own, without the app's socket timeout: its blocking reads may be long.
+        self.connection = redis.Redis.from_url(stack.redis_url)
 
     def env(self) -> dict:
         env = counting_env(self.stack.env, self.counts_dir)
         env.update(BENCH_PEER_REDIS_URL=self.stack.redis_url, BENCH_CELERY_QUEUE=self.token)
         return env
+
+    def wait(self, handle, what: str):
+        """The job's return value; RuntimeError when it has none within RESULT_TIMEOUT_SECONDS."""
+        deadline = time.monotonic() + RESULT_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                value = self.result(handle, WAIT_STEP_SECONDS)
+            except redis.exceptions.TimeoutError:
+                handle = self.fresh(handle)  # a blocking read outlived its socket's timeout: wait again
+                continue
+            if value is not None:
+                return value
+        raise RuntimeError(f"{self.name}: {what} had no result within {RESULT_TIMEOUT_SECONDS} s")
 
     def job_id(self) -> str:
         self.serial += 1
@@ -79,6 +96,7 @@ class Peer:
             self.worker.stop(10)
             self.worker = None
         self.forget_keys()
+        self.connection.close()
 
     def forget_keys(self) -> None:
         """Delete every key naming this run's token (queue, jobs, results, worker) and set members."""
@@ -100,8 +118,7 @@ class Peer:
         handles = [self.submit_echo() for _ in range(count)]
         submitted = time.perf_counter()
         for handle in handles:
-            if self.result(handle, RESULT_TIMEOUT_SECONDS) is None:
-                raise RuntimeError(f"{self.name}: a burst job had no result within {RESULT_TIMEOUT_SECONDS} s")
+            self.wait(handle, "a burst job")
         seen = time.perf_counter()
         cpu = cpu_seconds(self.worker.pid) - cpu_before
         return count / (seen - began), count / (submitted - began), 1000 * cpu / count
@@ -110,20 +127,15 @@ class Peer:
         """(jobs/s, worker CPU ms per job, worker's Redis commands per job) over a queued backlog."""
         gate_key = f"{self.token}-gate"
         gate = self.submit_gate(gate_key)
-        connection = self.stack.redis
+        connection = self.connection
         if connection.blpop([f"{gate_key}:entered"], timeout=RESULT_TIMEOUT_SECONDS) is None:
             raise RuntimeError(f"{self.name}: the gate job did not start")
         handles = [self.submit_echo() for _ in range(count)]
         counts_before = read_counts(str(self.counts_dir))
         cpu_before = cpu_seconds(self.worker.pid)
         connection.lpush(gate_key, "open")
-        opened = self.result(gate, RESULT_TIMEOUT_SECONDS)
-        ran_at = []
-        for handle in handles:
-            value = self.result(handle, RESULT_TIMEOUT_SECONDS)
-            if value is None:
-                raise RuntimeError(f"{self.name}: a backlog job had no result within {RESULT_TIMEOUT_SECONDS} s")
-            ran_at.append(value["at"])
+        opened = self.wait(gate, "the gate job")
+        ran_at = [self.wait(handle, "a backlog job")["at"] for handle in handles]
         cpu = cpu_seconds(self.worker.pid) - cpu_before
         counts_after = read_counts(str(self.counts_dir))
         per_job = delta(counts_before, counts_after, count)
@@ -135,8 +147,7 @@ class Peer:
         for _ in range(count):
             handle = self.submit_echo()
             returned = time.perf_counter()
-            if self.result(handle, RESULT_TIMEOUT_SECONDS) is None:
-                raise RuntimeError(f"{self.name}: a warm job had no result within {RESULT_TIMEOUT_SECONDS} s")
+            self.wait(handle, "a warm job")
             samples.append(1000 * (time.perf_counter() - returned))
         return samples
 
@@ -154,6 +165,10 @@ class Peer:
     def result(self, handle, timeout: float):
         """The job's return value once it has one; None when ``timeout`` passed first."""
         raise NotImplementedError
+
+    def fresh(self, handle):
+        """A new handle on the same job, after a wait on ``handle`` failed."""
+        return handle
 
 
 class CeleryPeer(Peer):
@@ -183,6 +198,9 @@ class CeleryPeer(Peer):
 
     def submit_gate(self, key: str):
         return self.tasks.celery_gate.apply_async((key,), task_id=self.job_id(), queue=self.token)
+
+    def fresh(self, handle):
+        return self.tasks.celery_app.AsyncResult(handle.id)
 
     def result(self, handle, timeout: float):
         from celery.exceptions import TimeoutError as CeleryTimeout
@@ -218,7 +236,7 @@ class RqPeer(Peer):
         from rq import Queue
 
         self.version = rq.__version__
-        self.queue = Queue(self.token, connection=stack.redis)
+        self.queue = Queue(self.token, connection=self.connection)
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "rq.cli", "worker", "--url", self.stack.redis_url,
@@ -235,8 +253,10 @@ class RqPeer(Peer):
         from rq.results import Result
 
         found = handle.latest_result(timeout=max(1, round(timeout)))
-        if found is None or found.type != Result.Type.SUCCESSFUL:
+        if found is None:
             return None
+        if found.type != Result.Type.SUCCESSFUL:
+            raise RuntimeError(f"rq: job {handle.id} ended {found.type.name}: {found.exc_string}")
         return found.return_value
 
 
