@@ -15,6 +15,7 @@ import redis
 from celery import Celery
 
 GATE_SECONDS = 300  # a gate that is never opened lets the worker go after this long
+GATE_POLL_SECONDS = 2
 
 REDIS_URL = os.environ.get("BENCH_PEER_REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_QUEUE = os.environ.get("BENCH_CELERY_QUEUE", "bench-peer-celery")
@@ -38,7 +39,10 @@ def gate(key: str) -> float:
     """Hold the worker until ``key`` is pushed (the bench queues a backlog meanwhile); returns when it opened."""
     connection = redis.Redis.from_url(REDIS_URL)
     connection.lpush(f"{key}:entered", "1")
-    connection.blpop([key], timeout=GATE_SECONDS)
+    deadline = time.monotonic() + GATE_SECONDS
+    # Short blocking reads: a long one would outlive redis-py's socket timeout on a busy machine.
+    while connection.blpop([key], timeout=GATE_POLL_SECONDS) is None and time.monotonic() < deadline:
+        pass
     connection.close()
     return time.time()
 

@@ -206,9 +206,12 @@ class CeleryPeer(Peer):
         from celery.exceptions import TimeoutError as CeleryTimeout
 
         try:
-            return handle.get(timeout=timeout)
+            value = handle.get(timeout=timeout, propagate=False)
         except CeleryTimeout:
             return None
+        if handle.failed():  # the task raised: get() returned its exception
+            raise RuntimeError(f"celery: job {handle.id} ended FAILURE: {value!r}")
+        return value
 
     def stop(self) -> None:
         super().stop()
