@@ -21,6 +21,7 @@ import uuid
 
 import psutil
 import redis
+from rq.group import Group
 
 from bench.counting import counting_env, delta
 from bench.counting import read as read_counts
@@ -108,6 +109,8 @@ class Peer:
             members = [m for m in connection.smembers(index) if self.token.encode() in m]
             if members:
                 connection.srem(index, *members)
+        # RQ's own maintenance marker, which its worker sets whatever the queue (Lanes' workers never do).
+        connection.delete(Group.REDIS_GROUP_CLEANING_KEY)
 
     # -- the three measurements ---------------------------------------------------------
 

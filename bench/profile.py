@@ -18,7 +18,7 @@ CAP_SYS_PTRACE (``kernel.yama.ptrace_scope`` 0 also does).
 py-spy tells a waiting thread from a running one by its state in the kernel: on a machine whose
 load is above its core count, a thread that is runnable but waiting for a core counts as running.
 ``--cpu`` measures CPU instead, immune to that: cProfile with the process CPU clock, in this
-process -- ``worker`` serves the queued lanes with a ``LaneWorker`` each (RQ's burst mode, as
+process -- ``worker`` serves the queued lanes with ``serve_lane`` each (a short idle time, as
 ``bench.worker_stages`` does), ``web`` submits through the Flask app's test client (the whole
 Flask request path; gunicorn's HTTP parsing and the Socket.IO relaying are not in it). cProfile
 adds its own cost to every call, so read the shares, not the absolute milliseconds.
@@ -178,7 +178,7 @@ def cpu_profile_worker(stack, count: int, lanes: int):
     """cProfile (CPU clock) of ``LaneWorker``s serving ``count`` queued echo requests in this process."""
     import cProfile
 
-    from webapp.lanes.lane_worker import LaneWorker
+    from webapp.lanes.lane_worker import serve_lane
     from webapp.lanes.lease import LaneLease
     from webapp.lanes.service import submit_request
 
@@ -187,15 +187,14 @@ def cpu_profile_worker(stack, count: int, lanes: int):
     with stack.app.app_context():
         for index in range(count):
             submit_request(users[index % lanes].id, "echo", {"message": "bench"})
-        for user in users:
-            lease = LaneLease(stack.redis, user.id, f"bench-profile:{time.time_ns()}", 600)
-            if not lease.acquire():
-                raise SystemExit(f"the lane of user {user.id} is already leased")
-            worker = LaneWorker(user.id, lease, fair_share=count + 1)
-            profiler.enable()
-            worker.work(burst=True, logging_level="WARNING")
-            profiler.disable()
-            lease.release()
+    stack.app.config.update(LANES_IDLE_SECONDS=0.05, LANES_FAIR_SHARE=count + 1)
+    for user in users:
+        lease = LaneLease(stack.redis, user.id, f"bench-profile:{time.time_ns()}", 600)
+        if not lease.acquire():
+            raise SystemExit(f"the lane of user {user.id} is already leased")
+        profiler.enable()
+        serve_lane(stack.app, user.id, lease)  # gives the lease back when its lane is empty
+        profiler.disable()
     return profiler
 
 
