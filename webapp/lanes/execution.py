@@ -19,6 +19,7 @@ from jobs.registry import get_job_type
 from webapp.extensions import db, get_redis
 from webapp.lanes import keys
 from webapp.lanes.representation import request_object
+from webapp.lanes.request_logs import RequestLogWriter
 from webapp.lanes.service import lane_event
 from webapp.lanes.worker_metrics import job_ended
 from webapp.models import CANCELED, FAILED, FINISHED, PENDING_STATUSES, STARTED, LaneRequest, utcnow
@@ -143,6 +144,7 @@ def execute(row: LaneRequest, lane: dict) -> None:
         attempt=row.attempts,
         report_progress=lambda percent, message: report_progress(row, percent, message),
         cancel_requested=lambda: bool(redis.exists(keys.cancel_flag(row.id))),
+        write_log=RequestLogWriter(row.id, row.user_id),  # on its own connection, like progress
     )
     status, result, error_code, error_message = FINISHED, None, None, None
     try:
