@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -55,7 +56,10 @@ def submit_echo(page, message, delay_ms=0):
     page.fill("[name=payload-delay_ms]", str(delay_ms))
     page.evaluate("document.querySelectorAll('.flashes').forEach(el => el.dataset.old = '1')")
     page.click("#submit-form button[type=submit]")
-    page.wait_for_selector(".flashes:not([data-old]) >> text=queued (position", timeout=10000)
+    # The new flash names the request; it follows the request, so it may already say it runs or finished.
+    page.wait_for_selector(".flashes:not([data-old]) .flash[data-request-id]", timeout=10000)
+    flash = page.inner_text(".flashes:not([data-old]) .flash[data-request-id]")
+    assert re.fullmatch(r"Request #\d+ (queued \(position \d+\)|is running|finished)\.", flash), flash
 
 
 def test_requests_finish_in_order_on_screen_without_a_reload(chromium, live, make_user, tmp_path):
