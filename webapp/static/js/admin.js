@@ -50,7 +50,7 @@
         scales: { x: { time: true } },
         series: [{}].concat(spec.keys.map(function (key, index) {
           return { label: spec.labels[index], stroke: spec.colors[index], width: 2, spanGaps: false,
-                   points: { size: 4 } };
+                   points: { show: true, size: 6 } };  // sparse minutes still show
         })),
         axes: [axis, Object.assign({ size: 48 }, axis)]
       }, data, plot);
