@@ -10,14 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PASSWORD, wait_until
-from tests.webapp.test_console_live import (  # noqa: F401 - fixtures
-    CHROMIUM,
-    FLAGS,
-    chromium,
-    live,
-    signed_in_page,
-    submit_echo,
-)
+from tests.webapp.conftest import CHROMIUM, FLAGS
+from tests.webapp.test_console_live import signed_in_page, submit_echo
 from webapp.lanes.service import submit_request
 
 DESKTOP = {"width": 1366, "height": 800}
@@ -28,7 +22,7 @@ STRICT_CSP = ("default-src 'self'; script-src 'self'; connect-src 'self' ws: wss
 
 
 @pytest.fixture(scope="module")
-def strict_chromium(chromium):  # noqa: F811
+def strict_chromium(chromium):
     """A second browser of the same Playwright, for pages served under STRICT_CSP.
 
     The policy is added by intercepting the page's response (``route.fulfill``); Chromium then no
@@ -96,7 +90,7 @@ def no_sideways_scroll(page) -> bool:
     return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
 
 
-def test_the_request_page_follows_a_request_live_with_times_and_log(strict_chromium, live, make_user, app):  # noqa: F811
+def test_the_request_page_follows_a_request_live_with_times_and_log(strict_chromium, live, make_user, app):
     user = make_user("alice")
     blocker = submit_as(app, user, "echo", {"message": "first", "delay_ms": 5000})
     primes = submit_as(app, user, "primes.count", {"limit": 100_000_000})
@@ -152,7 +146,7 @@ def test_the_request_page_follows_a_request_live_with_times_and_log(strict_chrom
     assert not problems, problems
 
 
-def test_flash_messages_follow_the_request(chromium, live, make_user):  # noqa: F811
+def test_flash_messages_follow_the_request(chromium, live, make_user):
     make_user("alice")
     page = signed_in_page(chromium, live, "alice")
     submit_echo(page, "followed", delay_ms=1500)
@@ -162,7 +156,7 @@ def test_flash_messages_follow_the_request(chromium, live, make_user):  # noqa: 
     assert page.evaluate("window.__notReloaded === true")
 
 
-def test_run_again_prefills_the_form_and_submits_only_on_click(strict_chromium, live, make_user, app):  # noqa: F811
+def test_run_again_prefills_the_form_and_submits_only_on_click(strict_chromium, live, make_user, app):
     user = make_user("alice")
     request_id = submit_as(app, user, "ledger.deposit", {"amount": 1234567, "memo": "rent"})
     page = sign_in(strict_chromium, live, "alice", csp=True)
@@ -184,7 +178,7 @@ def test_run_again_prefills_the_form_and_submits_only_on_click(strict_chromium, 
     wait_until(lambda: count_requests(app) == before + 1, timeout=5, message="the new request")
 
 
-def test_arrow_keys_on_the_job_type_keep_focus_and_submit_returns_focus(chromium, live, make_user):  # noqa: F811
+def test_arrow_keys_on_the_job_type_keep_focus_and_submit_returns_focus(chromium, live, make_user):
     make_user("alice")
     page = sign_in(chromium, live, "alice")
     page.wait_for_selector("#live-status[data-state=live]")
@@ -219,7 +213,7 @@ def test_arrow_keys_on_the_job_type_keep_focus_and_submit_returns_focus(chromium
     assert page.evaluate("window.__notReloaded === true")
 
 
-def test_times_are_relative_with_the_exact_time_on_hover(chromium, live, make_user, app):  # noqa: F811
+def test_times_are_relative_with_the_exact_time_on_hover(chromium, live, make_user, app):
     user = make_user("alice")
     request_id = submit_as(app, user, "echo", {"message": "timed", "delay_ms": 200})
     page = sign_in(chromium, live, "alice")
@@ -234,7 +228,7 @@ def test_times_are_relative_with_the_exact_time_on_hover(chromium, live, make_us
         assert re.search(r"waited \d+\.\d s · ran 0\.\d s", page.inner_text("body")), path
 
 
-def test_admin_charts_draw_real_traffic_and_change_without_reload(strict_chromium, live, make_user, app, tmp_path):  # noqa: F811
+def test_admin_charts_draw_real_traffic_and_change_without_reload(strict_chromium, live, make_user, app, tmp_path):
     alice, bob = make_user("alice"), make_user("bob")
     make_user("root", admin=True)
     for n in range(4):
@@ -286,7 +280,7 @@ def count_ended(app):
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1366x800", "390x844"])
-def test_no_page_scrolls_sideways(chromium, live, make_user, app, viewport):  # noqa: F811
+def test_no_page_scrolls_sideways(chromium, live, make_user, app, viewport):
     user = make_user("alice", admin=True)
     ids = [submit_as(app, user, "echo", {"message": "a fairly long message " * 8, "delay_ms": 50}) for _ in range(3)]
     ids.append(submit_as(app, user, "report.export", {"format": "csv"}))
@@ -305,7 +299,7 @@ def test_no_page_scrolls_sideways(chromium, live, make_user, app, viewport):  # 
         assert page.evaluate("getComputedStyle(document.querySelector('#history thead')).position") == "absolute"
 
 
-def test_the_api_reference_renders_from_vendored_files_under_a_strict_policy(strict_chromium, live, make_user):  # noqa: F811
+def test_the_api_reference_renders_from_vendored_files_under_a_strict_policy(strict_chromium, live, make_user):
     make_user("alice")
     page = sign_in(strict_chromium, live, "alice", csp=True)
     problems = watch_errors(page)

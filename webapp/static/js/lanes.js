@@ -20,7 +20,7 @@
   }
 
   function relative(date, now) {
-    var seconds = Math.round((now - date) / 1000);
+    var seconds = Math.floor((now - date) / 1000);  // floor, like the durations beside it
     if (seconds < 5 && seconds > -5) { return "just now"; }
     if (seconds < 0) { return "in " + formatDuration(-seconds); }
     if (seconds < 60) { return seconds + " s ago"; }
@@ -133,11 +133,9 @@
     refreshTimes();
     refreshDurations();
     syncFlashes();
-    var ticks = 0;
     setInterval(function () {
       refreshDurations();
-      ticks += 1;
-      if (ticks % 4 === 0) { refreshTimes(); }
+      refreshTimes();
     }, 250);
   });
 })();
