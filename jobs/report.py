@@ -48,15 +48,18 @@ def export(ctx: JobContext, payload: dict) -> dict:
     total = ctx.session.scalar(
         select(func.count()).where(LaneRequest.user_id == ctx.user_id, LaneRequest.id <= ctx.request_id)
     )
+    ctx.log(f"Exporting {total:,} requests (up to #{ctx.request_id}) as {file_format.upper()}.")
     records: list[dict] = []
     for batch in _history_batches(ctx.session, ctx.user_id, ctx.request_id):
         ctx.check_canceled()
         records.extend(_record(row) for row in batch)
+        ctx.log(f"Read requests #{batch[0].id} to #{batch[-1].id} ({len(records):,} of {total:,}).")
         ctx.progress(READ_SHARE * len(records) / max(total, 1), f"read {len(records):,} of {total:,} requests")
     ctx.check_canceled()
     content = _render_csv(records) if file_format == "csv" else _render_json(records)
-    # Progress is written on its own connection; with SQLite's single writer it must come
-    # before this transaction starts writing, or it would wait on our lock.
+    # Progress and log lines are written on their own connection; with SQLite's single writer they
+    # must come before this transaction starts writing, or they would wait on our lock.
+    ctx.log(f"Rendered {len(records):,} rows: {len(content):,} bytes of {file_format.upper()}; saving the file.")
     ctx.progress(READ_SHARE + 5, "saving the file", force=True)
     _save(ctx, file_format, content, len(records))
     return {"download": f"/downloads/{ctx.request_id}", "rows": len(records)}

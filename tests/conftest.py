@@ -145,7 +145,8 @@ def app(settings, migrated):
 
 def _empty_database(db) -> None:
     tables = [
-        "lane_owners", "export_files", "ledger_entries", "ledger_accounts", "lane_requests", "api_tokens", "users",
+        "request_log_lines", "lane_owners", "export_files", "ledger_entries", "ledger_accounts", "lane_requests",
+        "api_tokens", "users",
     ]
     if db.engine.dialect.name == "postgresql":
         db.session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
