@@ -78,6 +78,7 @@ class Launcher:
         self.url = f"http://{http_host(host)}:{port}/"
         self.settings: Config | None = None
         self.redis: EmbeddedRedis | None = None
+        self.app = None  # the Flask app this process migrated with (its Redis client reads heartbeats)
         self.children: dict[str, subprocess.Popen] = {}
         self.started_at: dict[str, float] = {}
         self.worker_restarts = 0  # in a row, without a stable run between them
@@ -149,7 +150,7 @@ class Launcher:
         from webapp import create_app
         from webapp.extensions import db
 
-        app = create_app()
+        app = self.app = create_app()
         database = db_url_for_humans(app.config["SQLALCHEMY_DATABASE_URI"])
         say(f"Database: {database}")
         try:
@@ -248,21 +249,18 @@ class Launcher:
 
         from webapp.lanes import keys
 
-        connection = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=5)
+        connection = self.app.extensions["lanes_redis"]
         deadline = time.monotonic() + SUPERVISOR_ANNOUNCE_SECONDS
-        try:
-            while time.monotonic() < deadline:
-                self._check_stop()
-                self._check_parts()
-                marker = f":{self.children['worker'].pid}:"
-                try:
-                    if any(marker in member.decode() for member in connection.zrange(keys.SUPERVISORS, 0, -1)):
-                        return
-                except redis.RedisError:
-                    pass  # the supervisor reports Redis trouble itself
-                time.sleep(0.1)
-        finally:
-            connection.close()
+        while time.monotonic() < deadline:
+            self._check_stop()
+            self._check_parts()
+            marker = f":{self.children['worker'].pid}:"
+            try:
+                if any(marker in member.decode() for member in connection.zrange(keys.SUPERVISORS, 0, -1)):
+                    return
+            except redis.RedisError:
+                pass  # the supervisor reports Redis trouble itself
+            time.sleep(0.1)
 
     def _ensure_port_free(self) -> None:
         """Fail before starting anything when web could not listen (gunicorn would retry for a while)."""
@@ -354,6 +352,8 @@ class Launcher:
                 say(f"Lanes: {WHAT[name]} did not stop in time; killing it.")
                 _kill_group(child)
         self.children.clear()
+        if self.app is not None:
+            self.app.extensions["lanes_redis"].close()
         if self.redis is not None:
             say("Stopping the embedded Redis...")
             self.redis.stop()
