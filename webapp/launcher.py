@@ -136,7 +136,7 @@ class Launcher:
         access_log = self.access_log()
         if access_log != "-":
             say(f"Access log: {access_log} (LANES_ACCESS_LOG=1 shows it here instead)")
-        self.spawn("web", self.web_command())
+        self.spawn("web", self.web_command(access_log))
         self.spawn("worker", WORKER_COMMAND)
         self.wait_until_healthy()
         self.wait_for_supervisor()
@@ -200,7 +200,8 @@ class Launcher:
         logs_dir.mkdir(parents=True, exist_ok=True)
         return str(logs_dir / "access.log")
 
-    def web_command(self) -> list[str]:
+    def web_command(self, access_log: str = "-") -> list[str]:
+        """gunicorn's command line; ``access_log`` is a file or ``-`` (its standard output)."""
         # The threaded worker carries Socket.IO over WebSocket (simple-websocket); each open
         # socket holds a thread. No control socket: gunicorn's default one in ~/.gunicorn is
         # shared by every instance on the host.
@@ -212,7 +213,7 @@ class Launcher:
             "--bind", f"{http_host(self.host)}:{self.port}",
             "--graceful-timeout", str(GRACEFUL_SECONDS),
             "--no-control-socket",
-            "--access-logfile", self.access_log(),
+            "--access-logfile", access_log,
             "wsgi:app",
         ]
 
@@ -301,7 +302,8 @@ class Launcher:
         web_code = self.children["web"].poll()
         if web_code is not None:
             raise LaunchError(f"{WHAT['web']} exited unexpectedly (code {web_code}); stopping everything.")
-        self._keep_worker_running()
+        if "worker" in self.children:  # the benchmark borrows this watch for web alone
+            self._keep_worker_running()
         if self.redis is not None and self.redis.process is not None and self.redis.process.poll() is not None:
             raise LaunchError(
                 f"the embedded Redis exited unexpectedly (code {self.redis.process.returncode}); stopping "
