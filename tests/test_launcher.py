@@ -264,13 +264,105 @@ def test_a_given_admin_password_is_used_never_printed_and_kept_across_restarts(l
             drop_postgres_database(database_url)
 
 
-def test_when_a_part_dies_everything_stops_with_an_error(launch, instance_dir):
+def pid_of(lanes: Lanes, name: str) -> int:
+    """The pid of the launcher's own child whose command line names ``name`` (gunicorn's master, not its worker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        if parent == lanes.process.pid and name in command:
+            found.append(int(entry.name))
+    assert len(found) == 1, (name, found, processes_of(lanes.instance_dir))
+    return found[0]
+
+
+def test_when_web_dies_everything_stops_with_an_error(launch, instance_dir):
     lanes = launch()
     lanes.wait_until_running()
-    supervisor = [line for line in processes_of(instance_dir) if line.endswith("worker.py")]
-    assert len(supervisor) == 1, processes_of(instance_dir)
-    os.kill(int(supervisor[0].split(":")[0]), signal.SIGKILL)
+    os.kill(pid_of(lanes, "gunicorn"), signal.SIGKILL)  # the master
 
     assert lanes.process.wait(STOP_SECONDS) == 1
-    assert "the supervisor (worker.py) exited unexpectedly" in lanes.output()
+    assert "the web server (gunicorn) exited unexpectedly" in lanes.output()
     assert_all_stopped(lanes)
+
+
+def test_a_killed_supervisor_is_started_again_with_back_off_while_web_stays_up(launch, instance_dir):
+    lanes = launch(LANES_ADMIN_PASSWORD="given admin password")
+    lanes.wait_until_running()
+    visitor = Visitor(lanes.url)
+    status, _, body = visitor.request(
+        "POST", "/api/v1/tokens", body={"username": "admin", "password": "given admin password"})
+    assert status == 201, body
+    token = json.loads(body)["token"]
+
+    first = pid_of(lanes, "worker.py")
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: "started again" in lanes.output(), timeout=10, interval=0.1,
+               message=f"the launcher to start the supervisor again:\n{lanes.output()}")
+    output = lanes.output()
+    assert "the supervisor (worker.py) exited unexpectedly (killed by SIGKILL); starting it again in 1 s" in output
+    # Web never went away: the launcher is still running and a submit made now is acknowledged.
+    assert lanes.process.poll() is None
+    assert visitor.request("GET", "/healthz")[0] == 200
+    status, _, body = visitor.request(
+        "POST", "/api/v1/requests", body={"type": "echo", "payload": {"message": "after the crash"}}, token=token)
+    assert status == 202, body
+    request_id = json.loads(body)["id"]
+
+    def finished():
+        status, _, body = visitor.request("GET", f"/api/v1/requests/{request_id}?wait=5", token=token)
+        assert status == 200, body
+        return json.loads(body)["status"] == "finished" and json.loads(body)
+
+    assert wait_until(finished, timeout=30, message="the request to finish on the new supervisor")["result"] == {
+        "message": "after the crash"}
+    second = pid_of(lanes, "worker.py")
+    assert second != first
+
+    # A second death soon after the first waits longer: the back-off grows.
+    os.kill(second, signal.SIGKILL)
+    wait_until(lambda: lanes.output().count("started again") == 2, timeout=15, interval=0.1,
+               message=f"the second restart:\n{lanes.output()}")
+    assert "(killed by SIGKILL); starting it again in 2 s" in lanes.output()
+    assert pid_of(lanes, "worker.py") not in {first, second}
+
+    assert lanes.stop(signal.SIGINT) == 0, lanes.output()
+    assert_all_stopped(lanes)
+
+
+def test_the_terminal_keeps_the_sign_in_line_last_and_the_access_log_in_a_file(launch, instance_dir):
+    lanes = launch()
+    output = lanes.wait_until_running()
+    password = re.search(r"^Admin password: (\S+)$", output, re.MULTILINE).group(1)
+    wait_until(lambda: "Press Ctrl-C to stop." in lanes.output(), timeout=5, message="the end of start-up")
+    visitor = Visitor(lanes.url)
+    assert visitor.login("admin", password)[0] == 302
+    assert visitor.request("GET", "/console")[0] == 200
+
+    # What the terminal shows at the bottom after start-up and some traffic: the sign-in line.
+    lines = lanes.output().strip().splitlines()
+    assert lines[-2:] == [
+        f"Sign in at {lanes.url}/auth/login as admin with the password {password}",
+        "Press Ctrl-C to stop.",
+    ], lines
+    assert "serving up to" in lanes.output()  # the supervisor's start-up came before it
+    assert "GET /console" not in lanes.output() and "POST /auth/login" not in lanes.output()
+    access_log = instance_dir / "logs" / "access.log"
+    wait_until(lambda: access_log.exists() and "GET /console" in access_log.read_text(), timeout=5,
+               message="the visit in instance/logs/access.log")
+    assert "POST /auth/login" in access_log.read_text()
+    assert lanes.stop(signal.SIGINT) == 0, lanes.output()
+    assert_all_stopped(lanes)
+
+    # LANES_ACCESS_LOG=1 puts it back on the terminal.
+    shown = launch(LANES_ACCESS_LOG="1")
+    shown.wait_until_running()
+    assert Visitor(shown.url).request("GET", "/auth/login")[0] == 200
+    wait_until(lambda: "GET /auth/login" in shown.output(), timeout=5, message="the access log on the terminal")
+    assert shown.stop(signal.SIGTERM) == 0, shown.output()
+    assert_all_stopped(shown)

@@ -13,6 +13,7 @@ def create_app(config: dict | None = None) -> Flask:
     """Build the web app; ``config`` overrides settings read from the environment (tests)."""
     import jobs  # noqa: F401 - registers the job catalogue
     from webapp import errors, extensions
+    from webapp.client_address import trust_proxies
     from webapp.extensions import csrf, db, login_manager, migrate, redis_binding, socketio_channel
     from webapp.ids import IdConverter
     from webapp.lanes.end_watcher import EndWatcher
@@ -47,4 +48,5 @@ def create_app(config: dict | None = None) -> Flask:
     metrics.init_app(app)
     realtime.init_app(app)
     extensions.login_manager.login_view = "auth.login"
+    trust_proxies(app)  # last: it wraps the Socket.IO middleware too
     return app

@@ -2,7 +2,9 @@
 
 It starts the embedded Redis when ``REDIS_URL`` is unset, applies the migrations, creates the first
 admin, runs web (gunicorn) and the supervisor (``worker.py``) as processes of their own, and on
-Ctrl-C or SIGTERM stops them all, the embedded Redis last.
+Ctrl-C or SIGTERM stops them all, the embedded Redis last. A supervisor that dies is started again
+(with back-off) while web stays up; web's access log goes to ``instance/logs/`` unless
+``LANES_ACCESS_LOG=1``.
 """
 
 from __future__ import annotations
@@ -24,11 +26,19 @@ from webapp.embedded_redis import EmbeddedRedis, EmbeddedRedisError, answers
 
 ADMIN_NAME = "admin"
 HEALTH_TIMEOUT_SECONDS = 60
+# How long start-up waits for the supervisor to announce itself, so that the sign-in line is
+# printed after its start-up lines; a slower supervisor only delays its own lines.
+SUPERVISOR_ANNOUNCE_SECONDS = 15
 # Each open WebSocket and each long-poll holds a thread; threads start only when needed.
 WEB_THREADS = int(os.environ.get("LANES_WEB_THREADS", "1100"))
 GRACEFUL_SECONDS = 5  # gunicorn's graceful timeout: open WebSockets must not hold shutdown up
 STOP_MARGIN_SECONDS = 10
+# A supervisor that dies is started again after 1, 2, 4 ... at most 30 s; one that ran this
+# long before dying counts as healthy, and the back-off starts over.
+RESTART_DELAYS_SECONDS = (1, 2, 4, 8, 16, 30)
+STABLE_SECONDS = 60
 WHAT = {"web": "the web server (gunicorn)", "worker": "the supervisor (worker.py)"}
+WORKER_COMMAND = [sys.executable, "worker.py"]
 
 
 class LaunchError(RuntimeError):
@@ -68,7 +78,11 @@ class Launcher:
         self.url = f"http://{http_host(host)}:{port}/"
         self.settings: Config | None = None
         self.redis: EmbeddedRedis | None = None
+        self.app = None  # the Flask app this process migrated with (its Redis client reads heartbeats)
         self.children: dict[str, subprocess.Popen] = {}
+        self.started_at: dict[str, float] = {}
+        self.worker_restarts = 0  # in a row, without a stable run between them
+        self.worker_restart_at: float | None = None
         self.stop_signal: int | None = None
 
     def run(self) -> int:
@@ -80,7 +94,8 @@ class Launcher:
             generated_password = self.start()
             say(f"Lanes is running at {self.url}")
             if generated_password:
-                say(f"Sign in at {self.url}auth/login as {ADMIN_NAME} with the password printed above.")
+                # Repeated here, last, so that start-up output does not scroll it away.
+                say(f"Sign in at {self.url}auth/login as {ADMIN_NAME} with the password {generated_password}")
             say("Press Ctrl-C to stop.")
             self.watch()
         except StopRequested:
@@ -118,9 +133,13 @@ class Launcher:
         self._check_stop()
         password = self.prepare_database()
         self._check_stop()
-        self.spawn("web", self.web_command())
-        self.spawn("worker", [sys.executable, "worker.py"])
+        access_log = self.access_log()
+        if access_log != "-":
+            say(f"Access log: {access_log} (LANES_ACCESS_LOG=1 shows it here instead)")
+        self.spawn("web", self.web_command(access_log))
+        self.spawn("worker", WORKER_COMMAND)
         self.wait_until_healthy()
+        self.wait_for_supervisor()
         return password
 
     def prepare_database(self) -> str | None:
@@ -131,7 +150,7 @@ class Launcher:
         from webapp import create_app
         from webapp.extensions import db
 
-        app = create_app()
+        app = self.app = create_app()
         database = db_url_for_humans(app.config["SQLALCHEMY_DATABASE_URI"])
         say(f"Database: {database}")
         try:
@@ -173,7 +192,16 @@ class Launcher:
         say(f"Admin password: {password}")
         return password
 
-    def web_command(self) -> list[str]:
+    def access_log(self) -> str:
+        """Where gunicorn writes its access log: a file under instance/logs/, or ``-`` (the terminal)."""
+        if os.environ.get("LANES_ACCESS_LOG", "").strip().lower() in {"1", "true", "yes", "on"}:
+            return "-"
+        logs_dir = self.settings.INSTANCE_DIR / "logs"
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        return str(logs_dir / "access.log")
+
+    def web_command(self, access_log: str = "-") -> list[str]:
+        """gunicorn's command line; ``access_log`` is a file or ``-`` (its standard output)."""
         # The threaded worker carries Socket.IO over WebSocket (simple-websocket); each open
         # socket holds a thread. No control socket: gunicorn's default one in ~/.gunicorn is
         # shared by every instance on the host.
@@ -185,7 +213,7 @@ class Launcher:
             "--bind", f"{http_host(self.host)}:{self.port}",
             "--graceful-timeout", str(GRACEFUL_SECONDS),
             "--no-control-socket",
-            "--access-logfile", "-",
+            "--access-logfile", access_log,
             "wsgi:app",
         ]
 
@@ -196,6 +224,7 @@ class Launcher:
             command, cwd=PROJECT_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
+        self.started_at[name] = time.monotonic()
 
     def wait_until_healthy(self) -> None:
         probe_host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
@@ -213,6 +242,25 @@ class Launcher:
                 pass  # not listening yet
             if time.monotonic() >= deadline:
                 raise LaunchError(f"{WHAT['web']} did not answer {health_url} within {HEALTH_TIMEOUT_SECONDS} s")
+            time.sleep(0.1)
+
+    def wait_for_supervisor(self) -> None:
+        """Wait (bounded) until the supervisor's heartbeat names its pid: it has logged its start."""
+        import redis
+
+        from webapp.lanes import keys
+
+        connection = self.app.extensions["lanes_redis"]
+        deadline = time.monotonic() + SUPERVISOR_ANNOUNCE_SECONDS
+        while time.monotonic() < deadline:
+            self._check_stop()
+            self._check_parts()
+            marker = f":{self.children['worker'].pid}:"
+            try:
+                if any(marker in member.decode() for member in connection.zrange(keys.SUPERVISORS, 0, -1)):
+                    return
+            except redis.RedisError:
+                pass  # the supervisor reports Redis trouble itself
             time.sleep(0.1)
 
     def _ensure_port_free(self) -> None:
@@ -251,15 +299,40 @@ class Launcher:
             raise StopRequested()
 
     def _check_parts(self) -> None:
-        for name, child in self.children.items():
-            code = child.poll()
-            if code is not None:
-                raise LaunchError(f"{WHAT[name]} exited unexpectedly (code {code}); stopping everything.")
+        web_code = self.children["web"].poll()
+        if web_code is not None:
+            raise LaunchError(f"{WHAT['web']} exited unexpectedly (code {web_code}); stopping everything.")
+        if "worker" in self.children:  # the benchmark borrows this watch for web alone
+            self._keep_worker_running()
         if self.redis is not None and self.redis.process is not None and self.redis.process.poll() is not None:
             raise LaunchError(
                 f"the embedded Redis exited unexpectedly (code {self.redis.process.returncode}); stopping "
                 f"everything. The end of {self.redis.log_path}:\n{self.redis.log_tail()}"
             )
+
+    def _keep_worker_running(self) -> None:
+        """Start the supervisor again after it died, waiting longer after each quick death.
+
+        Its lane workers outlive it (they finish their job and stop), and a new supervisor takes
+        their lanes over, so web and the queued requests never notice more than a delay.
+        """
+        now = time.monotonic()
+        if self.worker_restart_at is not None:
+            if now >= self.worker_restart_at:
+                self.worker_restart_at = None
+                self.spawn("worker", WORKER_COMMAND)
+                say(f"Lanes: {WHAT['worker']} started again (pid {self.children['worker'].pid}).")
+            return
+        code = self.children["worker"].poll()
+        if code is None:
+            return
+        if now - self.started_at["worker"] >= STABLE_SECONDS:
+            self.worker_restarts = 0
+        delay = RESTART_DELAYS_SECONDS[min(self.worker_restarts, len(RESTART_DELAYS_SECONDS) - 1)]
+        self.worker_restarts += 1
+        self.worker_restart_at = now + delay
+        say(f"Lanes: {WHAT['worker']} exited unexpectedly ({exit_reason(code)}); "
+            f"starting it again in {delay} s. Web stays up; queued requests wait for it.", sys.stderr)
 
     # -- stopping -------------------------------------------------------------------------
 
@@ -281,6 +354,8 @@ class Launcher:
                 say(f"Lanes: {WHAT[name]} did not stop in time; killing it.")
                 _kill_group(child)
         self.children.clear()
+        if self.app is not None:
+            self.app.extensions["lanes_redis"].close()
         if self.redis is not None:
             say("Stopping the embedded Redis...")
             self.redis.stop()
@@ -302,6 +377,16 @@ def _kill_group(child: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     child.wait()
+
+
+def exit_reason(code: int) -> str:
+    """How a child ended, in words: ``code 1`` or ``killed by SIGKILL``."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"code {code}"
 
 
 def db_url_for_humans(url: str) -> str:
