@@ -4,8 +4,11 @@ It creates a scratch database on the PostgreSQL that ``DATABASE_URL`` names (def
 ``postgresql://postgres@127.0.0.1:5432/postgres``; the server's ``max_connections`` is read and
 reported), starts Debian's PgBouncer in transaction mode in front of it with a server pool well
 under that limit, then a web process and N supervisors (``worker.py``) that reach the database
-only through PgBouncer with ``LANES_DB_POOLER=transaction``. Every user submits delayed echo
-requests at once, so that all their lanes run at the same time. It samples PostgreSQL's and
+only through PgBouncer with ``LANES_DB_POOLER=transaction``. Every user submits a short delayed
+echo every ``--spacing`` seconds, their starts spread over one spacing, with ``LANES_IDLE_SECONDS``
+longer than the spacing: every user's lane keeps its lane worker, so all lanes are active at once
+while only a few run a job at any moment (``--spacing 0`` submits everything at once instead; on
+a small machine that measures the CPU, not the connections). It samples PostgreSQL's and
 PgBouncer's connection counts and the running requests, and reports connection errors (logs),
 lane-worker crashes (the supervisors' ``lanes_lane_worker_exits_total``) and whether every lane
 progressed (every request finished, each started once). Redis: ``REDIS_URL``, else an embedded one.
@@ -31,10 +34,12 @@ from sqlalchemy.engine import make_url
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 USS_PER_LANE_MIB = 25  # a lane worker's own memory (~21 MiB measured), with a margin
-CONNECTION_ERRORS = re.compile(r"too many clients|remaining connection slots|no more connections allowed|"
-                               r"prepared statement|OperationalError|could not connect|server login failed",
-                               re.IGNORECASE)
+DATABASE_ERRORS = re.compile(r"too many clients|remaining connection slots|no more connections allowed|"
+                             r"prepared statement|OperationalError|server login failed|pooler error",
+                             re.IGNORECASE)
+REDIS_ERRORS = re.compile(r"could not connect to Redis|redis\.exceptions\.", re.IGNORECASE)
 CRASHED = re.compile(r'lanes_lane_worker_exits_total\{outcome="crashed"\} ([0-9.e+]+)')
+LANE_WORKERS = re.compile(r"^lanes_supervisor_lane_workers(?:\{[^}]*\})? ([0-9.e+]+)$", re.MULTILINE)
 SAMPLE_SECONDS = 0.5
 
 
@@ -46,8 +51,10 @@ def parse_arguments(argv):
     parser = argparse.ArgumentParser(prog="python -m bench.many_lanes", description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=500, help="lanes to make active at once (default 500)")
     parser.add_argument("--supervisors", type=int, default=4, help="worker.py processes (default 4)")
-    parser.add_argument("--requests", type=int, default=2, help="echo requests per user (default 2)")
-    parser.add_argument("--delay-ms", type=int, default=30000, help="each echo's delay (default 30000)")
+    parser.add_argument("--requests", type=int, default=4, help="echo requests per user (default 4)")
+    parser.add_argument("--delay-ms", type=int, default=500, help="each echo's delay (default 500)")
+    parser.add_argument("--spacing", type=float, default=15.0,
+                        help="seconds between one user's submits (default 15; 0 = all at once)")
     parser.add_argument("--pool-size", type=int, default=20,
                         help="PgBouncer's server connections to the database (default 20)")
     parser.add_argument("--timeout", type=float, default=600, help="give up waiting after this many seconds")
@@ -65,11 +72,13 @@ class Sampler(threading.Thread):
     """Every half second: PostgreSQL's connections (all, and to the scratch database), the running
     requests, and PgBouncer's clients and server connections; keeps the peaks."""
 
-    def __init__(self, server_url: str, database: str, bouncer):
+    def __init__(self, server_url: str, database: str, bouncer, metrics_ports: list[int]):
         super().__init__(daemon=True)
         self.server_url, self.database, self.bouncer = server_url, database, bouncer
+        self.metrics_ports = metrics_ports
         self.stop = threading.Event()
-        self.peaks = {"server connections (all databases)": 0, "server connections (this database)": 0,
+        self.peaks = {"lanes active at once (lane workers alive)": 0,
+                      "server connections (all databases)": 0, "server connections (this database)": 0,
                       "requests running at once": 0, "PgBouncer clients": 0, "PgBouncer server connections": 0,
                       "PgBouncer clients waiting": 0}
         self.max_wait_seconds = 0.0
@@ -89,6 +98,7 @@ class Sampler(threading.Thread):
                     self._peak("server connections (all databases)", everyone - 1)  # not this sampler's
                     self._peak("server connections (this database)", ours - 1)
                     self._peak("requests running at once", running)
+                    self._peak("lanes active at once (lane workers alive)", lane_workers(self.metrics_ports))
                     self._peak("PgBouncer clients", sum(p["cl_active"] + p["cl_waiting"] for p in pools))
                     self._peak("PgBouncer clients waiting", sum(p["cl_waiting"] for p in pools))
                     self._peak("PgBouncer server connections", sum(
@@ -100,6 +110,15 @@ class Sampler(threading.Thread):
 
     def _peak(self, name: str, value: int) -> None:
         self.peaks[name] = max(self.peaks[name], value)
+
+
+def lane_workers(ports: list[int]) -> int:
+    """The sum of ``lanes_supervisor_lane_workers`` over the supervisors."""
+    total = 0
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            total += sum(int(float(value)) for value in LANE_WORKERS.findall(response.read().decode()))
+    return total
 
 
 def crashed_lane_workers(ports: list[int]) -> int:
@@ -148,7 +167,8 @@ def main(argv=None) -> int:
         through_pooler = bouncer.url_for(direct_url)
         stack.env.update(DATABASE_URL=through_pooler, LANES_DB_POOLER="transaction",
                          LANES_MAX_WORKERS=str(-(-args.users // args.supervisors)),
-                         LANES_SUBMIT_RATE="100000/minute")
+                         LANES_SUBMIT_RATE="100000/minute",
+                         LANES_IDLE_SECONDS=str(max(10, int(args.spacing * 2 + 10))))
         say(f"PostgreSQL max_connections = {max_connections}; PgBouncer (transaction mode) on port {bouncer.port} "
             f"with {args.pool_size} server connections; database {database}")
         say(f"creating {args.users} users ...")
@@ -160,12 +180,13 @@ def main(argv=None) -> int:
         web = stack.start_web()
         wait_for_supervisors(stack, supervisors)
 
-        sampler = Sampler(server_url, database, bouncer)
+        sampler = Sampler(server_url, database, bouncer, metrics_ports)
         sampler.start()
-        say(f"{args.users} users submit {args.requests} echo of {args.delay_ms} ms each, "
-            f"{args.supervisors} supervisors with LANES_MAX_WORKERS={stack.env['LANES_MAX_WORKERS']} ...")
+        say(f"{args.users} users submit {args.requests} echo of {args.delay_ms} ms each, {args.spacing} s apart; "
+            f"{args.supervisors} supervisors with LANES_MAX_WORKERS={stack.env['LANES_MAX_WORKERS']}, "
+            f"LANES_IDLE_SECONDS={stack.env['LANES_IDLE_SECONDS']} ...")
         began = time.monotonic()
-        refused = submit_all(web.url, users, args.requests, args.delay_ms)
+        refused = submit_all(web.url, users, args.requests, args.delay_ms, args.spacing)
         submitted_in = time.monotonic() - began
         outcome = wait_for_the_end(stack, users, args.requests, args.timeout)
         elapsed = time.monotonic() - began
@@ -173,8 +194,9 @@ def main(argv=None) -> int:
         sampler.join(10)
         crashed = crashed_lane_workers(metrics_ports)
         logs = [child.log_path for child in (*supervisors, web)] + [bouncer.log_path]
-        connection_errors = [line for path in logs for line in path.read_text(errors="replace").splitlines()
-                             if CONNECTION_ERRORS.search(line)]
+        lines = [line for path in logs for line in path.read_text(errors="replace").splitlines()]
+        database_errors = [line for line in lines if DATABASE_ERRORS.search(line)]
+        redis_errors = [line for line in lines if REDIS_ERRORS.search(line)]
     except (StackError, PgBouncerError, OSError, psycopg.Error) as problem:
         say(f"could not run: {problem}")
         return 2
@@ -206,19 +228,20 @@ def main(argv=None) -> int:
          f"{args.users} / {args.users}"),
         ("requests started more than once", rerun, "0"),
         ("lane-worker crashes (lanes_lane_worker_exits_total{outcome=crashed})", crashed, "0"),
-        ("connection errors in web, worker and PgBouncer logs", len(connection_errors), "0"),
+        ("database connection errors in web, worker and PgBouncer logs", len(database_errors), "0"),
+        ("Redis errors in those logs", len(redis_errors), ""),
         ("run time", f"{elapsed:.0f} s", ""),
         ("load average at the end (1, 5, 15 min)", ", ".join(f"{v:.1f}" for v in os.getloadavg()), ""),
     ]
     width = max(len(name) for name, _, _ in rows)
     for name, value, target in rows:
         say(f"{name:<{width}}  {value!s:<32} {target}")
-    for line in connection_errors[:10]:
+    for line in (database_errors[:10] + redis_errors[:5]):
         say(f"  log: {line[:200]}")
     for problem in sampler.errors:
         say(f"  {problem}")
-    met = (sampler.peaks["requests running at once"] >= args.users and progressed == args.users and crashed == 0
-           and not connection_errors and refused == 0 and rerun == 0 and not sampler.errors)
+    met = (sampler.peaks["lanes active at once (lane workers alive)"] >= args.users and progressed == args.users
+           and crashed == 0 and not database_errors and refused == 0 and rerun == 0 and not sampler.errors)
     say("every target met" if met else "a target was missed")
     return 0 if met else 1
 
@@ -240,27 +263,38 @@ def wait_for_supervisors(stack, supervisors, timeout: float = 60) -> None:
     raise StackError(f"the supervisors did not start within {timeout} s")
 
 
-def submit_all(base_url: str, users, requests_each: int, delay_ms: int) -> int:
-    """Each user's requests, users in parallel (20 at a time); how many were refused."""
+def submit_all(base_url: str, users, requests_each: int, delay_ms: int, spacing: float) -> int:
+    """Submit each user's requests ``spacing`` s apart, users' starts spread over one spacing (by 32
+    threads); how many were refused. A user's next submit waits for the previous one's answer."""
     from bench.clients import ApiClient, SubmitRefused
 
     local = threading.local()
+    began = time.monotonic()
+    schedule = sorted((began + spacing * (number + index / len(users)), index, number)
+                      for index in range(len(users)) for number in range(requests_each))
+    done = {(index, number): threading.Event() for _, index, number in schedule}
 
-    def submit(user) -> int:
+    def submit(index: int, number: int) -> int:
+        if number:
+            done[(index, number - 1)].wait()
         if not hasattr(local, "client"):
             local.client = ApiClient(base_url)
-        refused = 0
-        for number in range(requests_each):
-            try:
-                local.client.submit("echo", {"message": f"{user.name} {number}", "delay_ms": delay_ms},
-                                    token=user.token)
-            except SubmitRefused as problem:
-                say(f"  {user.name}: {problem}")
-                refused += 1
-        return refused
+        user = users[index]
+        try:
+            local.client.submit("echo", {"message": f"{user.name} {number}", "delay_ms": delay_ms}, token=user.token)
+            return 0
+        except SubmitRefused as problem:
+            say(f"  {user.name}: {problem}")
+            return 1
+        finally:
+            done[(index, number)].set()
 
-    with ThreadPoolExecutor(20) as pool:
-        return sum(pool.map(submit, users))
+    futures = []
+    with ThreadPoolExecutor(32) as pool:
+        for at, index, number in schedule:
+            time.sleep(max(0.0, at - time.monotonic()))
+            futures.append(pool.submit(submit, index, number))
+        return sum(future.result() for future in futures)
 
 
 def wait_for_the_end(stack, users, requests_each: int, timeout: float):
