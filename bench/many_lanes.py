@@ -271,7 +271,6 @@ def submit_all(base_url: str, users, requests_each: int, delay_ms: int, spacing:
     threads); how many were refused. A user's next submit waits for the previous one's answer."""
     from bench.clients import ApiClient, SubmitRefused
 
-    local = threading.local()
     began = time.monotonic()
     schedule = sorted((began + spacing * (number + index / len(users)), index, number)
                       for index in range(len(users)) for number in range(requests_each))
@@ -280,16 +279,18 @@ def submit_all(base_url: str, users, requests_each: int, delay_ms: int, spacing:
     def submit(index: int, number: int) -> int:
         if number:
             done[(index, number - 1)].wait()
-        if not hasattr(local, "client"):
-            local.client = ApiClient(base_url)
+        # A new connection each time: a kept-alive one idle past gunicorn's keep-alive may be
+        # closed by the server just as the next request goes out, and a POST is not retried.
+        client = ApiClient(base_url)
         user = users[index]
         try:
-            local.client.submit("echo", {"message": f"{user.name} {number}", "delay_ms": delay_ms}, token=user.token)
+            client.submit("echo", {"message": f"{user.name} {number}", "delay_ms": delay_ms}, token=user.token)
             return 0
         except SubmitRefused as problem:
             say(f"  {user.name}: {problem}")
             return 1
         finally:
+            client.close()
             done[(index, number)].set()
 
     futures = []
