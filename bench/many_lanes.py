@@ -200,6 +200,7 @@ def main(argv=None) -> int:
         lines = [line for path in logs for line in path.read_text(errors="replace").splitlines()]
         database_errors = [line for line in lines if DATABASE_ERRORS.search(line)]
         redis_errors = [line for line in lines if REDIS_ERRORS.search(line)]
+        leases_lost = sum(1 for line in lines if "lease lost" in line or "lease renewal failed" in line)
     except (StackError, PgBouncerError, OSError, psycopg.Error) as problem:
         say(f"could not run: {problem}")
         return 2
@@ -230,6 +231,8 @@ def main(argv=None) -> int:
         ("lanes that progressed (every request finished, started once)", f"{progressed} / {args.users}",
          f"{args.users} / {args.users}"),
         ("requests started more than once", rerun, "0"),
+        (f"lease lost or not renewed (LANES_LEASE_SECONDS={os.environ.get('LANES_LEASE_SECONDS', 15)})",
+         leases_lost, ""),
         ("lane-worker crashes (lanes_lane_worker_exits_total{outcome=crashed})", crashed, "0"),
         ("database connection errors in web, worker and PgBouncer logs", len(database_errors), "0"),
         ("Redis errors in those logs", len(redis_errors), ""),
