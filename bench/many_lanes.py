@@ -54,8 +54,8 @@ def parse_arguments(argv):
     parser.add_argument("--supervisors", type=int, default=4, help="worker.py processes (default 4)")
     parser.add_argument("--requests", type=int, default=8, help="echo requests per user (default 8)")
     parser.add_argument("--delay-ms", type=int, default=500, help="each echo's delay (default 500)")
-    parser.add_argument("--spacing", type=float, default=30.0,
-                        help="seconds between one user's submits (default 30; 0 = all at once)")
+    parser.add_argument("--spacing", type=float, default=45.0,
+                        help="seconds between one user's submits (default 45; 0 = all at once)")
     parser.add_argument("--pool-size", type=int, default=20,
                         help="PgBouncer's server connections to the database (default 20)")
     parser.add_argument("--timeout", type=float, default=600, help="give up waiting after this many seconds")
