@@ -43,6 +43,9 @@ def sqlalchemy_url(url: str) -> str:
     return url
 
 
+POOLERS = {"", "transaction"}  # LANES_DB_POOLER: none, or a transaction-mode pooler
+
+
 class Config:
     """Settings for web and worker processes, read from the environment at creation."""
 
@@ -87,6 +90,8 @@ class Config:
         self.LANES_TRUSTED_PROXIES = _int("LANES_TRUSTED_PROXIES", 0)
         # Where operators' Grafana is (the /admin page links to it); unset = no link.
         self.LANES_GRAFANA_URL = env.get("LANES_GRAFANA_URL", "")
+        # "transaction": DATABASE_URL is a pooler in transaction mode (PgBouncer pool_mode=transaction).
+        self.LANES_DB_POOLER = env.get("LANES_DB_POOLER", "").strip().lower()
 
         for key, value in overrides.items():
             setattr(self, key, value)
@@ -98,3 +103,12 @@ class Config:
             self.SQLALCHEMY_ENGINE_OPTIONS = {"connect_args": {"timeout": 30}}
         if not self.REDIS_URL:
             self.REDIS_URL = f"unix://{self.INSTANCE_DIR / 'redis.sock'}"
+        if self.LANES_DB_POOLER not in POOLERS:
+            raise ValueError(f"LANES_DB_POOLER={self.LANES_DB_POOLER!r}: use one of {sorted(POOLERS)}")
+        if self.LANES_DB_POOLER == "transaction" and self.SQLALCHEMY_DATABASE_URI.startswith("postgresql"):
+            # Between transactions the server connection is another client's: psycopg must not
+            # prepare statements (it does after 5 runs of one query), as PgBouncer before 1.21
+            # cannot carry them over. Lanes uses nothing session-scoped (SET, LISTEN, advisory
+            # session locks), so the rest works as it is.
+            self.SQLALCHEMY_ENGINE_OPTIONS = {**self.SQLALCHEMY_ENGINE_OPTIONS,
+                                              "connect_args": {"prepare_threshold": None}}

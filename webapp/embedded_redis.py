@@ -21,6 +21,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from webapp.redis_client import redis_client
+
 # sun_path holds 108 bytes, the terminating NUL included.
 MAX_SOCKET_PATH_BYTES = 107
 START_TIMEOUT_SECONDS = 10.0
@@ -47,7 +49,7 @@ def free_loopback_port() -> int:
 
 def probe_client(url: str) -> redis.Redis:
     """A client for quick checks: a refused connection fails at once, without redis-py's retries."""
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+    return redis_client(url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
 
 
 def _quoted(value: str | Path) -> str:

@@ -15,6 +15,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
+from webapp.redis_client import redis_client
+
 
 class Base(DeclarativeBase):
     pass
@@ -49,10 +51,10 @@ def socketio_channel(app_config) -> str:
 
 
 class RedisBinding:
-    """The app's Redis client (one connection pool per process)."""
+    """The app's Redis client (one connection pool per process; follows a Sentinel failover)."""
 
     def init_app(self, app: Flask) -> None:
-        app.extensions["lanes_redis"] = redis.Redis.from_url(
+        app.extensions["lanes_redis"] = redis_client(
             app.config["REDIS_URL"], socket_timeout=40, socket_connect_timeout=5, health_check_interval=30
         )
 

@@ -20,6 +20,7 @@ from webapp.extensions import db, get_redis, socketio
 from webapp.lanes import presence
 from webapp.lanes.cleanup import delete_lane_if_gone
 from webapp.lanes.events import user_room
+from webapp.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,28 @@ class Connections:
             return list(self.by_sid.items())
 
 
+class LanesRedisManager(socketio_lib.RedisManager):
+    """python-socketio's Redis message queue, connected by Lanes' one client factory.
+
+    python-socketio reads a ``redis+sentinel://`` URL in another layout (db before service) than
+    the rest of Lanes, so the connection is built here; its listener calls this again after a
+    failure, and so follows a Sentinel failover to the new primary.
+    """
+
+    def _redis_connect(self) -> None:
+        # No read timeout: the listener blocks on the subscription between events.
+        self.redis = redis_client(self.redis_url, socket_connect_timeout=5)
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.connected = True
+
+
 def init_app(app: Flask) -> None:
     channel = app.extensions["lanes_socketio_channel"]
     socketio.init_app(
         app,
         async_mode="threading",
         # Explicit: for a unix:// URL Flask-SocketIO would otherwise choose the Kombu manager.
-        client_manager=socketio_lib.RedisManager(app.config["REDIS_URL"], channel=channel),
+        client_manager=LanesRedisManager(app.config["REDIS_URL"], channel=channel),
         ping_interval=25,
         ping_timeout=20,
         logger=False,
