@@ -37,7 +37,7 @@ from webapp.lanes.slot_board import NoBoard
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 0.5  # how often an idle lane worker looks up from its queue
-FAIRNESS_CHECK_SECONDS = 0.25  # past its fair share, how often a busy one asks whether others wait
+FAIRNESS_CHECK_SECONDS = 1.0  # past its fair share, how often a busy one asks Redis whether others wait
 RETRY_SECONDS = 0.5  # between attempts while Redis or the database is away
 
 
@@ -121,7 +121,10 @@ class LaneWorker:
                 idle_since = time.monotonic()
                 self.shown_busy = True
                 self.jobs_in_a_row += 1
-                if self.jobs_in_a_row >= self.fair_share and time.monotonic() >= next_fairness_check:
+                if self.jobs_in_a_row >= self.fair_share and (
+                    self.board.crowded() or time.monotonic() >= next_fairness_check
+                ):
+                    # This supervisor's board says so for free; Redis says so for lanes no supervisor took.
                     next_fairness_check = time.monotonic() + FAIRNESS_CHECK_SECONDS
                     if self.others_waiting():
                         log.info("lane %s: %d jobs in a row while others wait; handing it back",
