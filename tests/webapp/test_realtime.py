@@ -51,7 +51,7 @@ def test_a_script_with_a_token_sees_its_request_move_through_every_state(
         start_worker()
         with app.app_context():
             request_id = submit_request(user, "echo", {"message": "live"}).request.id
-        wait_until(lambda: "request.finished" in listener.names_for(request_id), timeout=15,
+        wait_until(lambda: "request.finished" in listener.names_for(request_id), timeout=30,
                    message="request.finished over Socket.IO")
         assert listener.names_for(request_id) == ["request.queued", "request.started", "request.finished"]
         finished = [data for name, data, _ in listener.events if name == "request.finished"][0]

@@ -220,8 +220,25 @@ class LaneWorker:
             self.stop_requested.wait(RETRY_SECONDS)
         return False
 
-    def keep_holding(self, stop: threading.Event) -> None:
-        """Renew the lease, the fence and RQ's heartbeat until ``stop``; flag the lane lost if another took it."""
+    def keep_fence(self, stop: threading.Event) -> None:
+        """Renew the database fence until the loop has ended (``stop``), whatever Redis does meanwhile.
+
+        It is renewed even after the Redis lease was lost: the running job must finish under the fence,
+        or a new worker could take the lane and re-run the job beside it. Only a fence that lapsed and
+        went to another worker (this one frozen or cut off past ``LANES_LEASE_SECONDS``) stops it.
+        """
+        while not stop.wait(self.renew_every):
+            try:
+                if not self.fence.renew() and not self.fence.acquire():
+                    log.warning("lane %s: fence taken by another worker; stopping", self.user_id)
+                    self.lane_lost.set()
+                    return
+            except SQLAlchemyError:
+                log.warning("lane %s: fence renewal failed (database unavailable)", self.user_id)
+
+    def keep_lease(self, stop: threading.Event) -> None:
+        """Renew the Redis lease and RQ's heartbeat until ``stop``; once another holds the lease, stop
+        after the running job (a thread of its own: a frozen Redis must not delay the fence)."""
         while not stop.wait(self.renew_every):
             try:
                 if not self.lease.renew():
@@ -233,13 +250,6 @@ class LaneWorker:
                     pipe.execute()
             except redis.exceptions.RedisError:
                 log.warning("lane %s: lease renewal failed (Redis unavailable)", self.user_id)
-            try:
-                if not self.fence.renew() and not self.fence.acquire():
-                    log.warning("lane %s: fence taken by another worker; stopping", self.user_id)
-                    self.lane_lost.set()
-                    return
-            except SQLAlchemyError:
-                log.warning("lane %s: fence renewal failed (database unavailable)", self.user_id)
 
 
 def serve_lane(app, user_id: int, lease: LaneLease, board=None) -> int:
@@ -252,8 +262,10 @@ def serve_lane(app, user_id: int, lease: LaneLease, board=None) -> int:
         worker = LaneWorker(app, user_id, lease, board)
         previous = signal.signal(signal.SIGTERM, worker.on_sigterm)
         stop = threading.Event()
-        holder = threading.Thread(target=worker.keep_holding, args=(stop,), daemon=True)
-        holder.start()
+        holders = [threading.Thread(target=keep, args=(stop,), daemon=True)
+                   for keep in (worker.keep_fence, worker.keep_lease)]
+        for holder in holders:
+            holder.start()
         registered = fenced = False
         try:
             fenced = worker.take_fence()
@@ -263,7 +275,8 @@ def serve_lane(app, user_id: int, lease: LaneLease, board=None) -> int:
                 worker.serve()
         finally:
             stop.set()
-            holder.join()
+            for holder in holders:  # before letting go: a renewal after the release would take the lease again
+                holder.join()
             if registered:
                 _quietly(worker.rq_worker.register_death)
             if fenced:
