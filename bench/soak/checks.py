@@ -27,6 +27,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from .audit import Change
 from .evidence import Evidence, Row
@@ -191,37 +192,34 @@ def _check_overlaps(verdict: Verdict, runs: list[Run], evidence: Evidence) -> No
 
 def _check_order(verdict: Verdict, evidence: Evidence, by_request) -> None:
     """Per user, in id order: each request first started after the one before it last ended."""
-    flagged: set[tuple[int, int]] = set()
     rows_by_user: dict[int, list[Row]] = defaultdict(list)
     for row in evidence.rows.values():
         rows_by_user[row.user_id].append(row)
     for user_id, rows in rows_by_user.items():
         rows.sort(key=lambda row: row.id)
-        previous: Row | None = None
-        for row in rows:
+        for previous, row in pairwise(rows):
             claims = [c for c in by_request.get(row.id, ()) if c.is_claim]
-            if previous is not None and claims:
-                first_claim = claims[0].at
-                before = by_request.get(previous.id, ())
-                previous_claims = [c for c in before if c.is_claim]
-                previous_ends = [c.at for c in before if c.is_end]
-                problem = None
-                if previous_claims and previous_claims[0].at > first_claim:
-                    problem = f"request {row.id} started before the older {previous.id}"
-                elif previous_ends and max(previous_ends) > first_claim:
-                    problem = (f"request {row.id} started {max(previous_ends) - first_claim:.2f} s before "
-                               f"{previous.id} last ended")
-                elif not previous_ends and previous.status not in TERMINAL:
-                    problem = f"request {row.id} started while the older {previous.id} never ended"
-                elif (row.started_at is not None and previous.ended_at is not None
-                      and row.started_at < previous.ended_at):
-                    problem = (f"request {row.id} has started_at {previous.ended_at - row.started_at:.2f} s before "
-                               f"{previous.id}'s ended_at")
-                if problem and (previous.id, row.id) not in flagged:
-                    flagged.add((previous.id, row.id))
-                    verdict.add("reordered", first_claim, problem, user_id, row.id)
-            if claims or row.status in TERMINAL:
-                previous = row
+            if not claims:
+                continue
+            first_claim = claims[0].at
+            before = by_request.get(previous.id, ())
+            previous_claims = [c for c in before if c.is_claim]
+            previous_ends = [c.at for c in before if c.is_end]
+            problem = None
+            if previous_claims and previous_claims[0].at > first_claim:
+                problem = f"request {row.id} started before the older {previous.id}"
+            elif previous_ends and max(previous_ends) > first_claim:
+                problem = (f"request {row.id} started {max(previous_ends) - first_claim:.2f} s before "
+                           f"{previous.id} last ended")
+            elif not previous_ends:
+                problem = (f"request {row.id} started while the older {previous.id} had not ended "
+                           f"(it is {previous.status} now)")
+            elif (row.started_at is not None and previous.ended_at is not None
+                  and row.started_at < previous.ended_at):
+                problem = (f"request {row.id} has started_at {previous.ended_at - row.started_at:.2f} s before "
+                           f"{previous.id}'s ended_at")
+            if problem:
+                verdict.add("reordered", first_claim, problem, user_id, row.id)
 
 
 def _check_outcomes(verdict: Verdict, evidence: Evidence, acked: list[Submit]) -> None:

@@ -181,7 +181,8 @@ class Soak:
         info = {"summary": settings.summary(), "seconds": settings.seconds, "seed": settings.seed,
                 "users": settings.users, "supervisors": settings.supervisors,
                 "lease_seconds": settings.lease_seconds, "drained_seconds": round(observed_until - traffic_end, 1),
-                "kinds": list(settings.kinds)}
+                "kinds": list(settings.kinds), "redis_port": self.redis.port, "postgres_port": self.postgres.port,
+                "scratch": str(self.scratch)}
         text = report.render(verdict, faults, recoveries, info)
         return Outcome(verdict, faults, recoveries, text, report.document(verdict, faults, recoveries, info))
 
