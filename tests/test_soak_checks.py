@@ -77,6 +77,7 @@ def clean_story() -> Story:
 def test_a_clean_story_has_no_violation_and_counts_its_reruns():
     verdict = clean_story().judge()
     assert [v.text for v in verdict.violations] == []
+    assert verdict.unaudited == []
     assert (verdict.acknowledged, verdict.finished, verdict.runs, verdict.reruns) == (4, 4, 5, 1)
 
 

