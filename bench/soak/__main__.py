@@ -37,6 +37,8 @@ def parse_arguments(argv: list[str] | None):
                         help="mean seconds between faults (default: about 12, at least one of each kind)")
     parser.add_argument("--faults", default=",".join(KINDS),
                         help="comma-separated fault kinds: " + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()))
+    parser.add_argument("--recovery-limit", type=float, default=None, metavar="SECONDS",
+                        help="also a violation: a fault after which a lane with work took longer to move again")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the logs even when the run passed")
     args = parser.parse_args(argv)
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     settings = Settings(seconds=args.seconds, seed=args.seed, users=args.users, supervisors=args.supervisors,
                         lease_seconds=args.lease_seconds, drain_seconds=args.drain_seconds,
-                        fault_interval=args.fault_interval, kinds=args.kinds, keep=args.keep)
+                        fault_interval=args.fault_interval, kinds=args.kinds, keep=args.keep,
+                        recovery_limit=args.recovery_limit)
     say(f"seed {settings.seed} (repeat with --seed {settings.seed})")
     soak = Soak(settings)
     outcome = None

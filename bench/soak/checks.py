@@ -20,6 +20,8 @@ Violations (each makes the soak exit non-zero):
 - ``http_500``: any 5xx other than 503; ``bad_answer``: any other answer a valid submit must not get.
 - ``ambiguous_503``: a submit answered only 503 (or 429) until its retry was answered 200 — the
   request had been made after all, so the 503 was not "nothing was done".
+- ``slow_recovery`` (only with ``--recovery-limit``): a fault after which some lane with work took
+  longer than the limit to make progress again.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from .faults import Fault
 from .traffic import BadAnswer, Submit
 
 VIOLATIONS = ("lost", "duplicated", "concurrent", "reordered", "ledger", "failed", "http_500", "bad_answer",
-              "ambiguous_503")
+              "ambiguous_503", "slow_recovery")
 TERMINAL = ("finished", "failed", "canceled")
 WEB_APP = "soak-web"
 
@@ -107,7 +109,7 @@ def judge(evidence: Evidence, submits: list[Submit], bad_answers: list[BadAnswer
     _check_ledgers(verdict, evidence)
     _check_answers(verdict, submits, bad_answers)
     verdict.two_worker_episodes = _episodes(two_workers)
-    _attribute(verdict, faults)
+    attribute(verdict, faults)
     return verdict
 
 
@@ -306,7 +308,7 @@ def _episodes(sightings: list[tuple[float, int, tuple[int, ...]]]) -> int:
     return len({(lane, pids) for _, lane, pids in sightings})
 
 
-def _attribute(verdict: Verdict, faults: list[Fault]) -> None:
+def attribute(verdict: Verdict, faults: list[Fault]) -> None:
     fired = sorted((fault for fault in faults if fault.began and not fault.skipped), key=lambda f: f.began)
     starts = [fault.began for fault in fired]
     numbers = {id(fault): index + 1 for index, fault in enumerate(fired)}

@@ -15,7 +15,8 @@ SHOWN_VIOLATIONS = 40
 
 def fault_rows(faults: list[Fault], recoveries: dict[int, tuple[float | None, bool, int]]) -> list[dict]:
     rows = []
-    for kind in KINDS:
+    planned = {fault.kind for fault in faults}
+    for kind in (kind for kind in KINDS if kind in planned):
         mine = [fault for fault in faults if fault.kind == kind and fault.began and not fault.skipped]
         times = [recoveries[id(fault)] for fault in mine if recoveries[id(fault)][0] is not None]
         seconds = [value for value, _, _ in times]

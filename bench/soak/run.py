@@ -40,6 +40,7 @@ class Settings:
     kinds: tuple[str, ...] = KINDS
     pause: tuple[float, float] = (0.1, 0.6)
     keep: bool = False
+    recovery_limit: float | None = None
 
     def summary(self) -> str:
         return (f"{self.seconds:g} s of traffic, seed {self.seed}, {self.users} users, {self.supervisors} "
@@ -179,6 +180,13 @@ class Soak:
         recoveries = {id(fault): (checks.recovery_seconds(fault, found.changes, observed_until)
                                   if fault.began and not fault.skipped else (None, False, 0))
                       for fault in faults}
+        if settings.recovery_limit is not None:
+            for fault in faults:
+                seconds, _, busy = recoveries[id(fault)]
+                if seconds is not None and seconds > settings.recovery_limit:
+                    verdict.add("slow_recovery", fault.ended, f"{fault.kind} {fault.detail}: {busy} lanes with work, "
+                                f"the last moved {seconds:.2f} s after it ended (limit {settings.recovery_limit:g} s)")
+            checks.attribute(verdict, faults)
         info = {"summary": settings.summary(), "seconds": settings.seconds, "seed": settings.seed,
                 "users": settings.users, "supervisors": settings.supervisors,
                 "lease_seconds": settings.lease_seconds, "drained_seconds": round(observed_until - traffic_end, 1),
