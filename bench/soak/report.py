@@ -60,7 +60,8 @@ def render(verdict: Verdict, faults: list[Fault], recoveries, settings: dict) ->
     totals += [(kind, verdict.count(kind)) for kind in VIOLATIONS]
     lines.append("  ".join(f"{name} {value}" for name, value in totals))
     answers = ", ".join(f"{answer}: {count}" for answer, count in sorted(verdict.answers.items()))
-    lines.append(f"HTTP answers and client errors: {answers}")
+    lines.append(f"HTTP answers and client errors: {answers}; waits for a backlog to shrink: "
+                 f"{settings.get('backpressure_waits', 0)}")
     lines.append(f"runs {verdict.runs} (re-runs {verdict.reruns}), worker_lost {verdict.worker_lost} (allowed), "
                  f"two live lane workers on one lane seen {verdict.two_worker_episodes} times (process table)")
     if verdict.unaudited:

@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 
 import requests
 
+# Backpressure: a user whose request was queued behind more than this many waits for its lane to
+# shrink to half before submitting again. Without it a slow (shared, loaded) machine builds backlogs
+# that outlast the drain, and a slow machine would look like a lossy Lanes.
+MAX_BACKLOG = 8
 CONNECT_TIMEOUT = 3
 READ_TIMEOUT = 20  # longer than any fault the soak injects, so a frozen Redis shows as slow, not lost
 RETRY_AFTER_CAP = 2.0
@@ -45,6 +49,7 @@ class Submit:
     request_id: int | None = None
     acked_at: float | None = None  # time.time() when a 200/202 with an id was read
     first_sent: float = 0.0
+    position: int | None = None  # place among the queued when acknowledged
 
     @property
     def acknowledged(self) -> bool:
@@ -80,6 +85,7 @@ class UserTraffic(threading.Thread):
         self.session.trust_env = False  # loopback only, never through a proxy
         self.session.headers["Authorization"] = f"Bearer {user.token}"
         self.funds = 0  # deposited minus withdrawn, over acknowledged submits
+        self.backpressure_waits = 0
 
     def next_submit(self, seq: int) -> Submit:
         tag = f"{self.run_id}:u{self.user.index}:{seq}"
@@ -110,7 +116,23 @@ class UserTraffic(threading.Thread):
             elif submit.type == "ledger.withdraw":
                 self.funds -= submit.payload["amount"]
             self.stop_submitting.wait(self.choices.uniform(*self.pause))
+            if (submit.position or 0) > MAX_BACKLOG:
+                self.wait_for_lane(MAX_BACKLOG // 2)
         self.session.close()
+
+    def wait_for_lane(self, length: int) -> None:
+        """Until the lane holds at most ``length`` requests (or the traffic stops); errors just wait."""
+        self.backpressure_waits += 1
+        while not self.stop_submitting.wait(0.5):
+            try:
+                response = self.session.get(f"{self.base_url}/api/v1/lane", timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+                if response.status_code == 200 and response.json().get("length", 0) <= length:
+                    return
+                if response.status_code >= 500 and response.status_code != 503:
+                    self.bad_answers.append(BadAnswer(time.time(), response.status_code, "GET /api/v1/lane",
+                                                      response.text[:300]))
+            except (requests.RequestException, ValueError):
+                self._reset_session()
 
     def send(self, submit: Submit) -> None:
         """POST until a 200/202 names the request, or ``give_up_at`` passes."""
@@ -144,6 +166,7 @@ class UserTraffic(threading.Thread):
                     time.sleep(wait)
                     continue
                 submit.acked_at = time.time()
+                submit.position = response.json().get("position")
                 return
             if status in (503, 429):
                 retry_after = response.headers.get("Retry-After", "")
