@@ -78,20 +78,39 @@ def plan(seed: int, run_seconds: float, lease_seconds: float, kinds: tuple[str, 
 class Injector:
     """Carries out faults on the soak's own servers and processes."""
 
+    # Redis faults hurt most while a long job runs (its worker must outlive the fault): they wait
+    # up to this long for one to have just started.
+    AIMED = ("redis_flushall", "redis_restart", "redis_freeze")
+    AIM_SECONDS = 8.0
+
     def __init__(self, lanes: Lanes, redis_server: RedisServer, postgres: PostgresCluster, seed: int,
-                 busy_lanes):
+                 busy_lanes, long_job_started):
         self.lanes = lanes
         self.redis = redis_server
         self.postgres = postgres
         self.rng = random.Random(f"{seed}:targets")
         self.busy_lanes = busy_lanes  # () -> set of user ids with a started request (may raise)
+        self.long_job_started = long_job_started  # () -> whether a long job started a moment ago (may raise)
 
     def fire(self, fault: Fault) -> None:
+        if fault.kind in self.AIMED:
+            self._aim(fault)
         fault.began = time.time()
         try:
             getattr(self, fault.kind)(fault)
         finally:
             fault.ended = fault.ended or time.time()
+
+    def _aim(self, fault: Fault) -> None:
+        deadline = time.monotonic() + self.AIM_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                if self.long_job_started():
+                    fault.detail = "during a long job"
+                    return
+            except Exception:  # noqa: BLE001 - cannot tell: fire now
+                return
+            time.sleep(0.2)
 
     def lane_worker_kill(self, fault: Fault) -> None:
         deadline = time.monotonic() + 5

@@ -123,10 +123,19 @@ class Soak:
             return {row[0] for row in connection.execute(
                 "SELECT DISTINCT user_id FROM lane_requests WHERE status = 'started'")}
 
+    def long_job_started(self) -> bool:
+        """Whether an echo of 3 s or more started within the last second (and still runs)."""
+        with psycopg.connect(self.postgres.dsn(), connect_timeout=2) as connection:
+            return connection.execute(
+                "SELECT EXISTS (SELECT 1 FROM lane_requests WHERE status = 'started' AND type = 'echo'"
+                " AND (payload->>'delay_ms')::int >= 3000 AND started_at > now() - interval '1 second')"
+            ).fetchone()[0]
+
     def run(self) -> Outcome:
         settings = self.settings
         faults = plan(settings.seed, settings.seconds, settings.lease_seconds, settings.kinds, settings.fault_interval)
-        injector = Injector(self.lanes, self.redis, self.postgres, settings.seed, self.busy_lanes)
+        injector = Injector(self.lanes, self.redis, self.postgres, settings.seed, self.busy_lanes,
+                            self.long_job_started)
         stop_submitting = threading.Event()
         clients = [UserTraffic(self.lanes.url, user, settings.seed, self.run_id, stop_submitting, settings.pause)
                    for user in self.users]

@@ -96,7 +96,7 @@ class UserTraffic(threading.Thread):
             kind, payload = "ledger.withdraw", {"amount": self.choices.randint(1, self.funds), "memo": tag}
         elif roll < 0.84:
             kind, payload = "echo", {"message": tag}
-        elif roll < 0.97:
+        elif roll < 0.95:
             kind, payload = "echo", {"message": tag, "delay_ms": self.choices.randint(200, 1500)}
         else:  # long enough to be running when a fault hits, and to outlive a lease
             kind, payload = "echo", {"message": tag, "delay_ms": self.choices.randint(3000, 10000)}
