@@ -50,6 +50,7 @@ class Violation:
     user_id: int | None = None
     request_id: int | None = None
     fault: str = ""  # the fault it followed (nearest one that began before it)
+    note: str = ""  # the last fault to end before it, when that is another one
 
 
 @dataclass
@@ -309,16 +310,20 @@ def _episodes(sightings: list[tuple[float, int, tuple[int, ...]]]) -> int:
 
 
 def attribute(verdict: Verdict, faults: list[Fault]) -> None:
+    """Name the fault each violation followed: the last to begin before it (and, if another, the last to end)."""
     fired = sorted((fault for fault in faults if fault.began and not fault.skipped), key=lambda f: f.began)
     starts = [fault.began for fault in fired]
-    numbers = {id(fault): index + 1 for index, fault in enumerate(fired)}
+    names = {id(fault): f"{fault.kind}#{index + 1}" for index, fault in enumerate(fired)}
     for violation in verdict.violations:
         index = bisect_right(starts, violation.at + 0.5) - 1
-        if index >= 0:
-            fault = fired[index]
-            violation.fault = f"{fault.kind}#{numbers[id(fault)]}"
-        else:
+        if index < 0:
             violation.fault = "before any fault"
+            continue
+        began = fired[index]
+        violation.fault = names[id(began)]
+        ended = max((fault for fault in fired if fault.ended <= violation.at), key=lambda f: f.ended, default=None)
+        if ended is not None and ended is not began:
+            violation.note = f"{names[id(ended)]} had ended {violation.at - ended.ended:.1f} s before"
 
 
 def recovery_seconds(fault: Fault, changes: list[Change], observed_until: float) -> tuple[float | None, bool, int]:

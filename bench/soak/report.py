@@ -75,7 +75,8 @@ def render(verdict: Verdict, faults: list[Fault], recoveries, settings: dict) ->
         lines += ["", f"First {min(SHOWN_VIOLATIONS, len(verdict.violations))} of {len(verdict.violations)} "
                   "violations:"]
         for violation in sorted(verdict.violations, key=lambda v: v.at)[:SHOWN_VIOLATIONS]:
-            lines.append(f"  [{violation.kind}] after {violation.fault}: {violation.text}")
+            note = f" ({violation.note})" if violation.note else ""
+            lines.append(f"  [{violation.kind}] after {violation.fault}{note}: {violation.text}")
     lines.append("")
     lines.append("PASS: no violation." if not verdict.violations else
                  f"FAIL: {len(verdict.violations)} violations.")
@@ -99,8 +100,8 @@ def document(verdict: Verdict, faults: list[Fault], recoveries, settings: dict) 
         "answers": dict(verdict.answers),
         "violations_by_fault": {kind: dict(counts) for kind, counts in violations_by_fault(verdict).items()},
         "violations": [
-            {"kind": v.kind, "at": v.at, "fault": v.fault, "user_id": v.user_id, "request_id": v.request_id,
-             "text": v.text}
+            {"kind": v.kind, "at": v.at, "fault": v.fault, "note": v.note, "user_id": v.user_id,
+             "request_id": v.request_id, "text": v.text}
             for v in sorted(verdict.violations, key=lambda v: v.at)
         ],
         "passed": not verdict.violations,
