@@ -10,7 +10,7 @@ INSTALLED_DEV := $(VENV)/.installed-dev
 LOCAL_TEST_REDIS := redis://127.0.0.1:6379/13
 PYTEST_ARGS ?= -n 3
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench soak clean
 
 run: $(INSTALLED)
 	$(PYTHON) -m webapp.launcher
@@ -36,6 +36,11 @@ bench: $(INSTALLED_DEV)
 	else \
 		echo "The benchmark lands with its issue; there is nothing to run yet."; \
 	fi
+
+# The fault soak: its own PostgreSQL and redis-server, gunicorn and two supervisors, random faults;
+# exits non-zero on any violation. SOAK_SECONDS (default 120) and SOAK_SEED choose the run.
+soak: $(INSTALLED_DEV)
+	$(PYTHON) -m bench.soak
 
 # Removes the virtualenv and caches only: instance/ holds the database, keys and Redis data.
 clean:
