@@ -124,7 +124,8 @@ def app(settings, migrated):
 
 
 def _empty_database(db) -> None:
-    tables = ["export_files", "ledger_entries", "ledger_accounts", "lane_requests", "api_tokens", "users"]
+    tables = ["export_files", "ledger_entries", "ledger_accounts", "lane_requests", "api_tokens", "user_sessions",
+              "users", "system_events"]
     if db.engine.dialect.name == "postgresql":
         db.session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
     else:

@@ -96,11 +96,12 @@ class ServiceUnavailable(LanesError):
 
 _HTTP_CODES = {
     400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+    405: "method_not_allowed", 408: "invalid_request", 413: "payload_too_large", 415: "unsupported_media_type",
     429: "rate_limited", 503: "service_unavailable",
 }
+# sqlalchemy.exc.TimeoutError: no pooled connection came free within pool_timeout.
 UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-               sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+               sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
 
 
 def wants_json() -> bool:
