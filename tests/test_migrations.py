@@ -11,7 +11,8 @@ from sqlalchemy import create_engine, inspect
 from tests.conftest import fresh_database
 from webapp import create_app
 
-TABLES = {"users", "api_tokens", "lane_requests", "ledger_accounts", "ledger_entries", "export_files"}
+TABLES = {"users", "api_tokens", "lane_requests", "ledger_accounts", "ledger_entries", "export_files",
+          "user_sessions", "system_events"}
 
 
 @pytest.fixture

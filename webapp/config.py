@@ -92,7 +92,8 @@ class Config:
         self.LANES_MAX_LONG_POLLS = _int("LANES_MAX_LONG_POLLS", 10)
         # Argon2 checks running at once per web process (each takes LANES_ARGON2_MEMORY_KIB), and how
         # long a sign-in may wait for a turn before it gets 503 with Retry-After.
-        self.LANES_PASSWORD_CHECKS = _int("LANES_PASSWORD_CHECKS", min(4, os.cpu_count() or 1))
+        # Default: half the cores (at least one), so a sign-in flood leaves the rest to everyone else.
+        self.LANES_PASSWORD_CHECKS = _int("LANES_PASSWORD_CHECKS", max(1, (os.cpu_count() or 1) // 2))
         self.LANES_PASSWORD_CHECK_WAIT = _int("LANES_PASSWORD_CHECK_WAIT", 10)
         self.LANES_EVENT_RETENTION_DAYS = _int("LANES_EVENT_RETENTION_DAYS", 90)
         self.LANES_EXPORT_TTL_DAYS = _int("LANES_EXPORT_TTL_DAYS", 7)
