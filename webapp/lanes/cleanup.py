@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 
 import redis
+from flask import has_app_context
 
+from webapp import system_log
 from webapp.lanes import keys
 
 # Atomic, so that a submit racing the cleanup either lands before it (and the lane is not
@@ -43,6 +45,8 @@ def delete_lane_if_gone(connection: redis.Redis, user_id: int) -> bool:
         keys.READY, keys.KNOWN, keys.RQ_QUEUES, *others,
     ]
     deleted = connection.eval(_DELETE_IF_GONE, len(script_keys), *script_keys, user_id, time.time())
+    if deleted and has_app_context():
+        system_log.record("lane.deleted", subject=keys.lane_name(user_id))
     return bool(deleted)
 
 

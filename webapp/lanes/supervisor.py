@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import redis
 
 from jobs.registry import all_job_types
+from webapp import system_log
 from webapp.extensions import db
 from webapp.lanes import keys
 from webapp.lanes.cleanup import sweep
@@ -200,6 +201,8 @@ class Supervisor:
             WORKER_EXITS.labels("clean" if clean else "crashed").inc()
             if not clean:
                 log.warning("supervisor: lane worker %d for lane %s died (status %s)", pid, child.user_id, status)
+                system_log.record("worker.crashed", subject=keys.lane_name(child.user_id), app=self.app,
+                                  details={"pid": pid, "status": status})
                 forget_dead_worker(child.lease)
                 child.lease.release()
                 # An interrupted request may be left 'started' with an empty queue: keep the lane ready.
@@ -229,7 +232,7 @@ class Supervisor:
         with self.app.app_context():
             REPAIRS.inc(reconcile(self.connection))
             db.session.remove()
-        LANES_DELETED.inc(sweep(self.connection))
+            LANES_DELETED.inc(sweep(self.connection))  # in the app context: deletions go to the system log
 
     def _signal(self, pid: int, signum: int) -> None:
         try:
