@@ -14,6 +14,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from datetime import timedelta
 
 import click
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 QUEUE_LIMIT = 10_000  # beyond this a flood is dropped (and logged) rather than held in memory
 BATCH = 500
 PRUNE_EVERY_SECONDS = 3600
+IDLE_EXIT_SECONDS = 30  # an idle writer thread ends (and its app can be collected)
 FIELD_LIMITS = {"kind": 64, "actor": 64, "subject": 200, "address": 64}
 
 
@@ -44,7 +46,6 @@ class EventWriter:
         self.last_prune = 0.0
 
     def put(self, row: dict) -> None:
-        self._start_in_this_process()
         with self.idle:
             self.pending += 1
         try:
@@ -53,6 +54,7 @@ class EventWriter:
             with self.idle:
                 self.pending -= 1
             log.warning("system log queue full; dropped %s", row["kind"])
+        self._start_in_this_process()  # after the put: a writer that just quit for idleness is replaced
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued event is written; False if that took longer than ``timeout``."""
@@ -69,15 +71,27 @@ class EventWriter:
         with self.lock:
             if self.pid == os.getpid():
                 return
-            # A forked child inherits the queue but not the thread: start its own.
             self.pid = os.getpid()
-            with self.idle:
-                self.pending = self.events.qsize()
         threading.Thread(target=self._run, name="lanes-system-log", daemon=True).start()
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: fresh locks and queue (the parent's thread, and its events, stay the parent's)."""
+        self.events = queue.Queue(QUEUE_LIMIT)
+        self.lock = threading.Lock()
+        self.idle = threading.Condition()
+        self.pending = 0
+        self.pid = None
 
     def _run(self) -> None:
         while True:
-            batch = [self.events.get()]
+            try:
+                batch = [self.events.get(timeout=IDLE_EXIT_SECONDS)]
+            except queue.Empty:
+                with self.lock:
+                    if not self.events.empty():
+                        continue
+                    self.pid = None  # the next put starts a writer again
+                    return
             while len(batch) < BATCH:
                 try:
                     batch.append(self.events.get_nowait())
@@ -103,12 +117,12 @@ class EventWriter:
                 self.idle.notify_all()
 
 
-_writers: list[EventWriter] = []
+_writers: weakref.WeakSet[EventWriter] = weakref.WeakSet()
 
 
 def init_app(app: Flask) -> None:
     writer = app.extensions["lanes_system_log"] = EventWriter(app)
-    _writers.append(writer)
+    _writers.add(writer)
     app.cli.add_command(events_cli)
 
 
@@ -124,9 +138,17 @@ def prune_events(days: int | None) -> None:
     click.echo(f"Deleted {prune(keep)} system events older than {keep} days.")
 
 
+def _reset_after_fork() -> None:
+    for writer in list(_writers):
+        writer.reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 @atexit.register
 def _flush_at_exit() -> None:
-    for writer in _writers:
+    for writer in list(_writers):
         if writer.pid == os.getpid():
             writer.flush(timeout=5.0)
 
