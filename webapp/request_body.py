@@ -18,7 +18,7 @@ import threading
 import time
 
 from flask import Flask
-from werkzeug.exceptions import BadRequest, ClientDisconnected, RequestTimeout
+from werkzeug.exceptions import BadRequest, ClientDisconnected, RequestEntityTooLarge, RequestTimeout
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ class Deadline:
 class GuardedInput:
     """``wsgi.input`` with the deadline, the announced length and framing errors enforced."""
 
-    def __init__(self, stream, expected: int | None, deadline: Deadline | None):
-        self.stream, self.expected, self.deadline = stream, expected, deadline
+    def __init__(self, stream, expected: int | None, deadline: Deadline | None, limit: int):
+        self.stream, self.expected, self.deadline, self.limit = stream, expected, deadline, limit
         self.received = 0
 
     def _checked(self, read, *args) -> bytes:
@@ -97,6 +97,10 @@ class GuardedInput:
                 raise BadRequest(f"The request body is malformed: {problem}.") from None
             raise
         self.received += len(data)
+        if self.received > self.limit:
+            # A chunked body has no Content-Length to refuse up front; Werkzeug would silently cut
+            # a form at its limit, and half a form must not be acted on.
+            raise RequestEntityTooLarge(f"The body may have at most {self.limit} bytes.")
         if self.expected is not None and self.received >= self.expected and self.deadline:
             self.deadline.disarm()
         if not data and (not args or args[0] != 0):  # end of the stream, not an empty read
@@ -125,8 +129,8 @@ class GuardedInput:
 class BodyGuard:
     """WSGI middleware around the whole app (Socket.IO's polling posts included)."""
 
-    def __init__(self, wsgi_app, seconds: float):
-        self.wsgi_app, self.seconds = wsgi_app, seconds
+    def __init__(self, wsgi_app, config):
+        self.wsgi_app, self.config = wsgi_app, config
         self.watchdog = Watchdog()
 
     def __call__(self, environ, start_response):
@@ -135,8 +139,9 @@ class BodyGuard:
         if not expected and not chunked:
             return self.wsgi_app(environ, start_response)
         sock = environ.get("gunicorn.socket")
-        deadline = self.watchdog.arm(sock, self.seconds) if isinstance(sock, socket.socket) else None
-        environ["wsgi.input"] = GuardedInput(environ["wsgi.input"], expected, deadline)
+        seconds = self.config["LANES_BODY_SECONDS"]
+        deadline = self.watchdog.arm(sock, seconds) if isinstance(sock, socket.socket) else None
+        environ["wsgi.input"] = GuardedInput(environ["wsgi.input"], expected, deadline, self.config["LANES_MAX_BODY"])
         try:
             return self.wsgi_app(environ, start_response)
         finally:
@@ -151,4 +156,4 @@ def _content_length(environ) -> int | None:
 
 def init_app(app: Flask) -> None:
     """Wrap the app (call last, outside Socket.IO's middleware too)."""
-    app.wsgi_app = BodyGuard(app.wsgi_app, app.config["LANES_BODY_SECONDS"])
+    app.wsgi_app = BodyGuard(app.wsgi_app, app.config)
