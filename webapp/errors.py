@@ -8,7 +8,7 @@ import redis
 import sqlalchemy.exc
 from flask import Flask, g, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 
 from webapp.extensions import login_manager
 
@@ -139,6 +139,10 @@ def init_app(app: Flask) -> None:
     def handle_http(error: HTTPException):
         if error.code is not None and error.code < 400:  # routing redirects (e.g. a missing trailing slash)
             return error.get_response()
+        if isinstance(error, SecurityError):
+            # A Host outside TRUSTED_HOSTS: no URL can be built for it, so no page either.
+            message = "This host name is not served here."
+            return jsonify(error={"code": "invalid_request", "message": message, "details": {}}), 400
         lanes_error = LanesError(error.description)
         lanes_error.status = error.code or 500
         lanes_error.code = _HTTP_CODES.get(lanes_error.status, "invalid_request")
