@@ -146,11 +146,14 @@ def _reset_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-@atexit.register
-def _flush_at_exit() -> None:
+def flush_all(timeout: float = 5.0) -> None:
+    """Write what every app of this process has queued (before ``os._exit``, which skips atexit)."""
     for writer in list(_writers):
         if writer.pid == os.getpid():
-            writer.flush(timeout=5.0)
+            writer.flush(timeout=timeout)
+
+
+atexit.register(flush_all)
 
 
 def record(kind: str, *, actor: str | None = None, subject: str | None = None,

@@ -171,6 +171,7 @@ class Supervisor:
             except BaseException:  # noqa: BLE001 - report anything, then leave without cleanup handlers
                 log.exception("lane worker for lane %s crashed", user_id)
             finally:
+                system_log.flush_all(timeout=2.0)  # os._exit skips atexit: write this worker's events first
                 os._exit(status)
         self.children[pid] = Child(user_id, lease, time.monotonic())
         WORKER_STARTS.inc()
