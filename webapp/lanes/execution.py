@@ -141,6 +141,7 @@ def execute(row: LaneRequest, lane: dict) -> None:
         request_id=row.id,
         session=db.session,
         attempt=row.attempts,
+        settings=current_app.config,
         report_progress=lambda percent, message: report_progress(row, percent, message),
         cancel_requested=lambda: bool(redis.exists(keys.cancel_flag(row.id))),
     )
