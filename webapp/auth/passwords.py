@@ -1,13 +1,16 @@
-"""Password hashing with Argon2id (memory-hard), a bounded number at a time.
+"""Password hashing with Argon2id (memory-hard), a bounded number at a time, at low CPU priority.
 
-Each check takes ``LANES_ARGON2_MEMORY_KIB`` (64 MiB) and a core for a while: at most
-``LANES_PASSWORD_CHECKS`` run at once per process, and a caller that cannot get a turn within
-``LANES_PASSWORD_CHECK_WAIT`` seconds gets 503 with Retry-After (a flood of sign-ins slows sign-ins,
-not the whole server). Callers hold no database connection while they wait.
+Each check takes ``LANES_ARGON2_MEMORY_KIB`` (64 MiB) and a core for a while. Checks run on a
+small pool of ``LANES_PASSWORD_CHECKS`` threads per process, niced so that the other requests of
+the process come first; a caller whose check has not started within ``LANES_PASSWORD_CHECK_WAIT``
+seconds gets 503 with Retry-After (a flood of sign-ins slows sign-ins, not the whole server).
+Callers hold no database connection while they wait. (argon2-cffi releases the GIL meanwhile.)
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import threading
 
 from argon2 import PasswordHasher
@@ -16,14 +19,40 @@ from flask import current_app
 
 from webapp import errors
 
-_turns: dict[int, threading.BoundedSemaphore] = {}
-_turns_lock = threading.Lock()
+CHECK_NICENESS = 10
+_pools: dict[tuple[int, int], concurrent.futures.ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
 
 
-def _turn() -> threading.BoundedSemaphore:
+def _lower_priority() -> None:
+    try:  # on Linux each thread has its own nice value
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECK_NICENESS)
+    except (AttributeError, OSError):
+        pass  # elsewhere: the pool still bounds how many run at once
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
     size = max(1, current_app.config["LANES_PASSWORD_CHECKS"])
-    with _turns_lock:
-        return _turns.setdefault(size, threading.BoundedSemaphore(size))
+    key = (os.getpid(), size)  # a forked child starts its own threads
+    with _pools_lock:
+        if key not in _pools:
+            _pools[key] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=size, thread_name_prefix="lanes-password-check", initializer=_lower_priority
+            )
+        return _pools[key]
+
+
+def _bounded(function, *args):
+    """Run ``function(*args)`` on the check pool; 503 if it could not start within the configured wait."""
+    future = _pool().submit(function, *args)
+    try:
+        return future.result(timeout=current_app.config["LANES_PASSWORD_CHECK_WAIT"])
+    except concurrent.futures.TimeoutError:
+        if not future.cancel():  # already running: it ends within a check's time
+            return future.result()
+        raise errors.ServiceUnavailable(
+            "Too many sign-ins are being checked right now; try again shortly.", headers={"Retry-After": "5"}
+        ) from None
 
 
 def _hasher() -> PasswordHasher:
@@ -32,31 +61,18 @@ def _hasher() -> PasswordHasher:
 
 
 def hash_password(password: str) -> str:
-    with _bounded():
-        return _hasher().hash(password)
+    return _bounded(_hasher().hash, password)
 
 
 def verify_password(password_hash: str, password: str) -> bool:
-    with _bounded():
-        try:
-            return _hasher().verify(password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False
+    return _bounded(_verify, _hasher(), password_hash, password)
 
 
-class _bounded:
-    """Wait for one of the ``LANES_PASSWORD_CHECKS`` turns, or raise 503 after the configured wait."""
-
-    def __enter__(self):
-        self.turn = _turn()
-        if not self.turn.acquire(timeout=current_app.config["LANES_PASSWORD_CHECK_WAIT"]):
-            raise errors.ServiceUnavailable(
-                "Too many sign-ins are being checked right now; try again shortly.", headers={"Retry-After": "5"}
-            )
-        return self
-
-    def __exit__(self, *_exc):
-        self.turn.release()
+def _verify(hasher: PasswordHasher, password_hash: str, password: str) -> bool:
+    try:
+        return hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 _DUMMY: dict[str, str] = {}
