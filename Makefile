@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 INSTALLED_DEV := $(VENV)/.installed-dev
 # Tests talk to this Redis unless TEST_REDIS_URL says otherwise (tests/conftest.py's default).
 LOCAL_TEST_REDIS := redis://127.0.0.1:6379/13
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 3
 
 .PHONY: run test lint bench clean
 

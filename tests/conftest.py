@@ -12,6 +12,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -23,6 +24,24 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_DATABASES = 16  # a Redis server's default number of databases
+
+
+def redis_url_for_worker(url: str, worker: str | None) -> str:
+    """Each pytest-xdist worker (gw0, gw1, ...) gets a Redis database of its own, counting on from the URL's.
+
+    Tests flush their database; workers sharing one would flush each other's lanes.
+    """
+    index = int(worker[2:]) if worker and worker.startswith("gw") else 0
+    if index == 0:
+        return url
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    base = int(query.get("db") or parts.path.strip("/") or 0)
+    database = str((base + index) % REDIS_DATABASES)
+    if parts.scheme == "unix":
+        return urlunsplit(parts._replace(query=urlencode({**query, "db": database})))
+    return urlunsplit(parts._replace(path=f"/{database}"))
 FAST_ARGON2 = {"LANES_ARGON2_MEMORY_KIB": 1024, "LANES_ARGON2_TIME_COST": 1}
 PASSWORD = "correct horse battery"
 
@@ -68,12 +87,13 @@ def database_url(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def redis_url():
-    connection = redis.Redis.from_url(TEST_REDIS_URL)
+    url = redis_url_for_worker(TEST_REDIS_URL, os.environ.get("PYTEST_XDIST_WORKER"))
+    connection = redis.Redis.from_url(url)
     try:
         connection.ping()
     except redis.exceptions.ConnectionError:
-        pytest.fail(f"Redis is not answering at {TEST_REDIS_URL} (set TEST_REDIS_URL)")
-    return TEST_REDIS_URL
+        pytest.fail(f"Redis is not answering at {url} (set TEST_REDIS_URL)")
+    return url
 
 
 @pytest.fixture(scope="session")
@@ -124,8 +144,10 @@ def app(settings, migrated):
 
 
 def _empty_database(db) -> None:
-    tables = ["export_files", "ledger_entries", "ledger_accounts", "lane_requests", "api_tokens", "user_sessions",
-              "users", "system_events"]
+    tables = [
+        "lane_owners", "export_files", "ledger_entries", "ledger_accounts", "lane_requests", "api_tokens",
+        "user_sessions", "users", "system_events",
+    ]
     if db.engine.dialect.name == "postgresql":
         db.session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
     else:

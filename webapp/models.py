@@ -150,6 +150,20 @@ class ExportFile(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class LaneOwner(db.Model):
+    """The lane worker that may claim a lane's requests: the fence that survives Redis losing its leases.
+
+    A lane worker holds this row (``holder``) while ``expires_ms`` (the database's clock) lies ahead,
+    renewing it as it goes; another may take it only once it has lapsed or been released.
+    """
+
+    __tablename__ = "lane_owners"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 class UserSession(db.Model):
     """A browser sign-in, checked on every request: ending it here ends the cookie everywhere."""
 

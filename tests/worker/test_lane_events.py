@@ -36,7 +36,7 @@ def announced(lane_app, monkeypatch):
     """Every event the worker code publishes, in order, as (event, body)."""
     events = []
     publisher = lane_app.extensions["lanes_events"]
-    monkeypatch.setattr(publisher, "emit", lambda _user, *pairs: events.extend(pairs))
+    monkeypatch.setattr(publisher, "emit_along", lambda _user, pairs, bookkeeping=None: events.extend(pairs))
     return events
 
 

@@ -12,6 +12,7 @@ from rq import Worker
 from tests.conftest import wait_until
 from webapp.extensions import db
 from webapp.lanes import keys
+from webapp.lanes.rq_adapter import current_job_id
 from webapp.lanes.service import submit_request
 from webapp.models import LaneRequest
 
@@ -103,7 +104,7 @@ def test_lane_workers_of_a_killed_supervisor_finish_their_job_and_stop(app, make
     supervisor = start_worker(LANES_IDLE_SECONDS="120")  # idling alone would keep it for two minutes
 
     def busy_lane_worker():
-        workers = [w for w in Worker.all(connection=redis_client) if w.get_current_job_id()]
+        workers = [w for w in Worker.all(connection=redis_client) if current_job_id(w)]
         return workers[0].pid if workers else None
 
     lane_worker = wait_until(busy_lane_worker, message="the lane worker to start the job")

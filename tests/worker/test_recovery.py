@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from tests.conftest import wait_until
 from webapp.extensions import db
+from webapp.lanes.rq_adapter import current_job_id
 from webapp.lanes.service import submit_request
 from webapp.models import LaneRequest
 
@@ -26,7 +27,7 @@ def rows_of(app, user_id):
 def busy_worker_pid(redis_client):
     """The pid of a live lane worker that is running a job (a killed one stays registered a while)."""
     for worker in Worker.all(connection=redis_client):
-        if worker.get_current_job_id() and os.path.exists(f"/proc/{worker.pid}"):
+        if current_job_id(worker) and os.path.exists(f"/proc/{worker.pid}"):
             return worker.pid
     return None
 

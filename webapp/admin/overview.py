@@ -12,6 +12,7 @@ from sqlalchemy import and_, func, select
 
 from webapp.extensions import db
 from webapp.lanes import keys
+from webapp.lanes.rq_adapter import current_job_id
 from webapp.models import FINISHED, STATUSES, LaneRequest, User, utcnow
 
 THROUGHPUT_MINUTES = 15
@@ -57,7 +58,7 @@ def read_overview(connection: redis.Redis) -> Overview:
     overview.workers = [
         WorkerRow(
             name=worker.name, pid=worker.pid, state=str(worker.get_state()), queues=worker.queue_names(),
-            current_job=worker.get_current_job_id(),
+            current_job=current_job_id(worker),
         )
         for worker in sorted(Worker.all(connection=connection), key=lambda w: w.name)
     ]

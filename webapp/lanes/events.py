@@ -42,9 +42,20 @@ class EventPublisher:
 
     def emit(self, user_id: int, *events: tuple[str, dict]) -> None:
         """Publish now, in one round trip; a lost event is logged, never fatal (the row is the truth)."""
+        self.emit_along(user_id, events)
+
+    def emit_along(self, user_id: int, events, bookkeeping=None) -> list | None:
+        """Publish ``events`` and run the commands ``bookkeeping(pipe)`` adds, in one round trip.
+
+        Returns the results of the bookkeeping commands, or None when Redis failed (logged, never
+        fatal: the row is the truth).
+        """
         try:
             with self.connection.pipeline(transaction=False) as pipe:
                 self.add_to(pipe, user_id, *events)
-                pipe.execute()
+                if bookkeeping is not None:
+                    bookkeeping(pipe)
+                return pipe.execute()[len(events):]
         except redis.exceptions.RedisError:
             log.warning("could not publish %s for user %s", [event for event, _ in events], user_id, exc_info=True)
+            return None

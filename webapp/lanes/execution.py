@@ -1,44 +1,44 @@
 """Running one request: claim its row, run its job type, record the outcome, announce it.
 
-``run_request`` is the function every RQ job in a lane calls. It runs in the lane worker's own
-process. The database row is the truth: a request runs only if it can be claimed from
-``queued`` (or re-claimed from ``started`` after a crash), and always after every older
-pending request of the same user, so a lane stays FIFO even when Redis lost or reordered jobs.
+The database row is the truth: a lane worker claims the oldest pending row of its lane (``queued``,
+or ``started`` by a worker that was lost), and only while it holds the lane's database fence, so a
+lane stays FIFO and served by one worker even when Redis lost or reordered its jobs and leases. An
+outcome is recorded only for the attempt that was claimed (``attempts`` is the row's fencing token),
+in the same transaction as the job's own writes, so a re-run never doubles an effect.
+
+A failure of Lanes' own plumbing while a job runs (Redis or the database going away) is not the
+job's failure: ``PlumbingFailure`` leaves the row ``started`` for the lane worker to re-claim and
+re-run, like a crash, once the plumbing is back.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
+import redis
 from flask import current_app
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 from sqlalchemy import Integer, bindparam, case, literal_column, select, update
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from jobs.context import JobCanceled, JobContext, JobFailed
 from jobs.registry import get_job_type
 from webapp.extensions import db, get_redis
 from webapp.lanes import keys
-from webapp.lanes.representation import request_object
-from webapp.lanes.service import lane_event
+from webapp.lanes.fence import held_by
+from webapp.lanes.representation import lane_event, request_object
 from webapp.lanes.worker_metrics import job_ended
 from webapp.models import CANCELED, FAILED, FINISHED, PENDING_STATUSES, STARTED, LaneRequest, utcnow
 
 log = logging.getLogger(__name__)
 
+# Errors of the plumbing, not of a job: a re-run after recovery is the right answer to them.
+PLUMBING_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, DBAPIError)
 
-def run_request(request_id: int, user_id: int) -> None:
-    """Run the user's pending requests up to and including ``request_id``, oldest first."""
-    while True:
-        claimed = claim_next(user_id, request_id)
-        if claimed is None:
-            return
-        row, lane = claimed
-        if row.status == FAILED:  # crashed too often: given up as worker_lost
-            announce(row, lane)
-        else:
-            execute(row, lane)
-        if row.id >= request_id:
-            return
+
+class PlumbingFailure(Exception):
+    """Redis or the database failed under a running request; it stays ``started``, to be re-run."""
 
 
 def _others_pending():
@@ -60,7 +60,7 @@ def _others_pending():
 
 
 def _claim_statement():
-    """Built once: the oldest pending row of a lane (id <= up_to) becomes started, or worker_lost."""
+    """Built once: the oldest pending row of a lane becomes started (or worker_lost), if the fence holds."""
     oldest = (
         select(LaneRequest.id)
         .where(
@@ -76,7 +76,8 @@ def _claim_statement():
     now = bindparam("now", type_=LaneRequest.started_at.type)
     return (
         update(LaneRequest)
-        .where(LaneRequest.id == oldest)
+        # The status again: a row changed by a concurrent statement is re-checked, not taken blindly.
+        .where(LaneRequest.id == oldest, LaneRequest.status.in_(PENDING_STATUSES), held_by())
         .values(
             status=case((given_up, FAILED), else_=STARTED),
             error_code=case((given_up, "worker_lost"), else_=None),
@@ -94,7 +95,10 @@ def _claim_statement():
 CLAIM = _claim_statement()
 RECORD_OUTCOME = (
     update(LaneRequest)
-    .where(LaneRequest.id == bindparam("outcome_id"))
+    .where(
+        LaneRequest.id == bindparam("outcome_id"), LaneRequest.status == STARTED,
+        LaneRequest.attempts == bindparam("outcome_attempt"),
+    )
     .values(
         status=bindparam("outcome"), result=bindparam("outcome_result", type_=LaneRequest.result.type),
         error_code=bindparam("outcome_code"), error_message=bindparam("outcome_message"),
@@ -104,21 +108,22 @@ RECORD_OUTCOME = (
     .returning(LaneRequest, _others_pending())
 )
 REFRESH = {"populate_existing": True}
+NO_LIMIT = 2**63 - 1
 
 
-def claim_next(user_id: int, up_to: int) -> tuple[LaneRequest, dict] | None:
-    """Mark the user's oldest pending request (id <= up_to) as started, in one statement.
+def claim_next(user_id: int, holder: str, up_to: int = NO_LIMIT) -> tuple[LaneRequest, dict] | None:
+    """Mark the lane's oldest pending request (id <= up_to) as started, in one statement.
 
-    A row found already ``started`` was interrupted by a crash: it is re-run first, or failed
-    with ``worker_lost`` once it has been started ``LANES_MAX_ATTEMPTS`` times. Returns the row
-    and the lane's summary after the change (one transaction), or None.
+    Only ``holder``, holding the lane's fence, can claim. A row found already ``started`` was
+    interrupted: it is re-run first, or failed with ``worker_lost`` once it has been started
+    ``LANES_MAX_ATTEMPTS`` times. Returns the row and the lane's summary after the change, or None.
     """
     max_attempts = current_app.config["LANES_MAX_ATTEMPTS"]
     claimed = db.session.execute(
         CLAIM,
         {
-            "lane_user": user_id, "up_to": up_to, "max_attempts": max_attempts, "now": utcnow(),
-            "lost_message": f"The worker running this request was lost {max_attempts} times.",
+            "lane_user": user_id, "fence_holder": holder, "up_to": up_to, "max_attempts": max_attempts,
+            "now": utcnow(), "lost_message": f"The worker running this request was lost {max_attempts} times.",
         },
         execution_options=REFRESH,
     ).first()
@@ -130,12 +135,52 @@ def claim_next(user_id: int, up_to: int) -> tuple[LaneRequest, dict] | None:
     return row, lane_event(user_id, others + running, row.id if running else None)
 
 
-def execute(row: LaneRequest, lane: dict) -> None:
-    """Run a claimed request's job and record how it ended."""
-    announce(row, lane)
+Bookkeeping = Callable[[object], None]  # adds Redis commands to the pipeline that carries an event
 
+
+def execute(row: LaneRequest, lane: dict, on_start: Bookkeeping | None = None,
+            on_end: Bookkeeping | None = None) -> list | None:
+    """Run a claimed request's job, record how it ended, and announce both.
+
+    ``on_start`` and ``on_end`` add the caller's Redis bookkeeping to the pipelines that carry the
+    start and end events; returns the results of ``on_end``'s commands (None if Redis failed). A
+    claimed row that was given up (``worker_lost``) is only announced. Raises ``PlumbingFailure``.
+    """
+    if row.status == FAILED:
+        return announce(row, lane, on_end)
+    announce(row, lane, on_start)
+    status, result, error_code, error_message = run_job(row)
+    if status != FINISHED:
+        db.session.rollback()  # a failed or canceled job leaves no partial writes
+    try:
+        # The job's own writes and the outcome commit together, so a re-run never doubles them.
+        recorded = db.session.execute(
+            RECORD_OUTCOME,
+            {
+                "outcome_id": row.id, "outcome_attempt": row.attempts, "outcome": status, "outcome_result": result,
+                "outcome_code": error_code, "outcome_message": error_message, "outcome_at": utcnow(),
+            },
+            execution_options=REFRESH,
+        ).first()
+        if recorded is None:
+            # Another lane worker re-claimed this request (this one lost its fence): undo its writes.
+            db.session.rollback()
+            log.warning("lane %s: request %s was taken over; its outcome here is dropped", row.user_id, row.id)
+            raise PlumbingFailure(f"request {row.id} was re-claimed by another lane worker")
+        db.session.commit()
+    except SQLAlchemyError as problem:
+        db.session.rollback()
+        raise PlumbingFailure(f"recording the outcome of request {row.id} failed") from problem
+    row, others = recorded
+    if status == CANCELED:
+        _forget_cancel_flag(row.id)
+    job_ended(row.type, status, row.started_at, row.ended_at, row.created_at)
+    return announce(row, lane_event(row.user_id, others, None), on_end)
+
+
+def run_job(row: LaneRequest) -> tuple[str, dict | None, str | None, str | None]:
+    """Call the job function in the worker's session: (status, result, error code, error message)."""
     job_type = get_job_type(row.type)
-    redis = get_redis()
     context = JobContext(
         user_id=row.user_id,
         request_id=row.id,
@@ -143,59 +188,103 @@ def execute(row: LaneRequest, lane: dict) -> None:
         attempt=row.attempts,
         settings=current_app.config,
         report_progress=lambda percent, message: report_progress(row, percent, message),
-        cancel_requested=lambda: bool(redis.exists(keys.cancel_flag(row.id))),
+        cancel_requested=lambda: cancel_requested(row.id),
     )
-    status, result, error_code, error_message = FINISHED, None, None, None
     try:
         if job_type is None:
             raise JobFailed("job_error", f"Job type {row.type!r} is not installed on this worker.")
         with UnixSignalDeathPenalty(job_type.timeout, JobTimeoutException, job_id=str(row.id)):
-            result = job_type.func(context, dict(row.payload))
+            return FINISHED, job_type.func(context, dict(row.payload)), None, None
     except JobFailed as failure:
-        status, error_code, error_message = FAILED, failure.code, failure.message
+        return FAILED, None, failure.code, failure.message
     except JobCanceled:
-        status = CANCELED
+        return CANCELED, None, None, None
     except JobTimeoutException:
-        status, error_code = FAILED, "timeout"
-        error_message = f"The job ran longer than its {job_type.timeout} s limit."
+        return FAILED, None, "timeout", f"The job ran longer than its {job_type.timeout} s limit."
+    except PLUMBING_ERRORS as problem:
+        db.session.rollback()
+        raise PlumbingFailure(f"request {row.id} was interrupted by {type(problem).__name__}") from problem
     except Exception as exc:  # noqa: BLE001 - any bug in a job fails that request, not the lane
         log.exception("request %s (%s) raised", row.id, row.type)
-        status, error_code = FAILED, "job_error"
-        error_message = f"The job failed unexpectedly ({type(exc).__name__})."
-    if status != FINISHED:
-        db.session.rollback()  # a failed or canceled job leaves no partial writes
-
-    # The job's own writes and the outcome commit together, so a re-run never doubles them.
-    row, others = db.session.execute(
-        RECORD_OUTCOME,
-        {
-            "outcome_id": row.id, "outcome": status, "outcome_result": result, "outcome_code": error_code,
-            "outcome_message": error_message, "outcome_at": utcnow(),
-        },
-        execution_options=REFRESH,
-    ).one()
-    db.session.commit()
-    announce(row, lane_event(row.user_id, others, None))
-    if status == CANCELED:
-        redis.delete(keys.cancel_flag(row.id))
-    job_ended(row.type, status, row.started_at, row.ended_at, row.created_at)
+        return FAILED, None, "job_error", f"The job failed unexpectedly ({type(exc).__name__})."
 
 
-def announce(row: LaneRequest, lane: dict) -> None:
+def announce(row: LaneRequest, lane: dict, bookkeeping: Bookkeeping | None = None) -> list | None:
     """Emit the row's current state (``request.<status>``) and the lane's summary, in one round trip."""
-    current_app.extensions["lanes_events"].emit(
-        row.user_id, (f"request.{row.status}", request_object(row)), ("lane.updated", lane)
+    return current_app.extensions["lanes_events"].emit_along(
+        row.user_id, ((f"request.{row.status}", request_object(row)), ("lane.updated", lane)), bookkeeping
     )
+
+
+def cancel_requested(request_id: int) -> bool:
+    """Whether the request's user asked to cancel it; a Redis blip reads as 'not yet' (asked again soon)."""
+    try:
+        return bool(get_redis().exists(keys.cancel_flag(request_id)))
+    except redis.exceptions.RedisError:
+        log.warning("request %s: cancel check failed; will check again", request_id)
+        return False
+
+
+def _forget_cancel_flag(request_id: int) -> None:
+    try:
+        get_redis().delete(keys.cancel_flag(request_id))
+    except redis.exceptions.RedisError:
+        pass  # it expires on its own within the hour
 
 
 def report_progress(row: LaneRequest, percent: int, message: str) -> None:
-    """Store progress on the row (outside the job's transaction) and emit it live."""
-    with db.engine.begin() as connection:
-        connection.execute(
-            update(LaneRequest)
-            .where(LaneRequest.id == row.id)
-            .values(progress=percent, progress_message=message[:200] or None)
-        )
+    """Store progress on the row (outside the job's transaction) and emit it live; a blip skips one report."""
+    try:
+        with db.engine.begin() as connection:
+            connection.execute(
+                update(LaneRequest)
+                .where(LaneRequest.id == row.id)
+                .values(progress=percent, progress_message=message[:200] or None)
+            )
+    except SQLAlchemyError:
+        log.warning("request %s: progress not stored (database unavailable)", row.id)
+        return
     current_app.extensions["lanes_events"].emit(
         row.user_id, ("request.progress", {"id": row.id, "progress": percent, "message": message})
     )
+
+
+def run_request(request_id: int, user_id: int) -> None:
+    """Run the user's pending requests up to and including ``request_id``, oldest first.
+
+    What an RQ job of a lane names; Lanes' lane workers run their own loop instead. Whoever calls it
+    takes the lane's fence for the while, so it never runs beside the lane's worker.
+    """
+    import uuid
+
+    from webapp.lanes.fence import LaneFence
+
+    fence = LaneFence(db.engine, user_id, f"run_request:{uuid.uuid4().hex}", current_app.config["LANES_LEASE_SECONDS"])
+    if not fence.acquire():
+        raise RuntimeError(f"lane {user_id} is served by a lane worker")
+    try:
+        while (claimed := claim_next(user_id, fence.holder, up_to=request_id)) is not None:
+            row, lane = claimed
+            execute(row, lane)
+            if row.id >= request_id:
+                return
+    finally:
+        fence.release()
+
+
+def compile_ahead() -> None:
+    """Run the hot statements once where they change nothing, in the supervisor before it forks.
+
+    SQLAlchemy caches compiled statements per engine, and a forked lane worker inherits that cache;
+    compiling a claim costs more than running it, so without this every cold lane paid for it.
+    """
+    try:
+        claim_next(0, "")  # nobody holds a fence named '': claims nothing
+        db.session.execute(
+            RECORD_OUTCOME,
+            {"outcome_id": 0, "outcome_attempt": 0, "outcome": FINISHED, "outcome_result": None, "outcome_code": None,
+             "outcome_message": None, "outcome_at": utcnow()},
+            execution_options=REFRESH,
+        ).first()
+    finally:
+        db.session.rollback()

@@ -1,116 +1,287 @@
-"""The lane worker: one RQ worker bound to one lane, running its jobs in its own process."""
+"""The lane worker: serves exactly one lane, running its requests in its own process, in order.
+
+It is registered with RQ as RQ's own worker record (``Worker.all()`` and rq-dashboard list it with
+its pid and current job), but runs Lanes' lean loop instead of RQ's ``work()``: take the next id
+off the lane's queue, claim the oldest pending row (the database decides), run it, record it, and
+announce it, with RQ's bookkeeping riding in the pipelines that carry the events (``rq_adapter``).
+
+It serves while it holds the lane's Redis lease and database fence, renewing both from a thread. It
+hands the lane back after ``LANES_FAIR_SHARE`` jobs in a row when another lane waits for a worker,
+leaves at once when its lane is empty and another lane waits, exits after ``LANES_IDLE_SECONDS``
+without work, and rides out Redis and database outages: it waits for them to come back and re-runs
+the request they interrupted.
+"""
 
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import threading
+import time
 
+import redis
 import setproctitle
-from rq import Queue, SimpleWorker
-from rq.job import Job
+from rq import Queue
+from sqlalchemy.exc import SQLAlchemyError
 
 from webapp.extensions import db
-from webapp.lanes import keys
+from webapp.lanes import keys, ready_index, rq_adapter
 from webapp.lanes.cleanup import delete_lane_if_gone
+from webapp.lanes.execution import PlumbingFailure, claim_next, execute
+from webapp.lanes.fence import LaneFence
 from webapp.lanes.lease import LaneLease
 from webapp.lanes.reconciler import repair_lane
+from webapp.lanes.slot_board import NoBoard
 
 log = logging.getLogger(__name__)
 
+IDLE_POLL_SECONDS = 0.5  # how often an idle lane worker looks up from its queue
+FAIRNESS_CHECK_SECONDS = 0.25  # past its fair share, how often a busy one asks whether others wait
+RETRY_SECONDS = 0.5  # between attempts while Redis or the database is away
 
-class LaneWorker(SimpleWorker):
-    """An RQ ``SimpleWorker`` (no fork per job) that serves exactly one lane while it holds its lease.
 
-    It renews the lease from a background thread, checks it before each job, hands the lane
-    back after ``fair_share`` jobs in a row when other lanes wait, and exits when idle.
-    """
+def worker_name(lease: LaneLease) -> str:
+    """The RQ worker name of the lane worker holding ``lease`` (unique per lease)."""
+    return f"{socket.gethostname()}.{lease.token.rsplit(':', 1)[-1]}.lane{lease.user_id}"
 
-    def __init__(self, user_id: int, lease: LaneLease, fair_share: int, **kwargs):
+
+class StopWaiting(Exception):
+    """SIGTERM arrived while the lane worker waited for its queue: leave now."""
+
+
+class LaneWorker:
+    """One lane's worker loop, holding the lane's lease and fence while it runs."""
+
+    def __init__(self, app, user_id: int, lease: LaneLease, board=None):
+        config = app.config
         self.user_id = user_id
         self.lease = lease
-        self.fair_share = fair_share
-        self.jobs_in_a_row = 0
-        self.lease_lost = threading.Event()
+        self.connection = lease.connection
+        self.fence = LaneFence(db.engine, user_id, lease.token, config["LANES_LEASE_SECONDS"])
+        self.fair_share = config["LANES_FAIR_SHARE"]
+        self.idle_seconds = config["LANES_IDLE_SECONDS"]
+        self.renew_every = config["LANES_LEASE_SECONDS"] / 3
+        self.rq_worker = rq_adapter.LaneRQWorker(
+            [Queue(keys.lane_name(user_id), connection=self.connection)],
+            connection=self.connection, name=worker_name(lease),
+        )
+        self.rq_worker.procline = self.procline
+        self.stop_requested = threading.Event()  # SIGTERM: finish the running job, then go
+        self.lane_lost = threading.Event()  # the lease or the fence went to another worker
         self.handed_back = False
-        queue = Queue(keys.lane_name(user_id), connection=lease.connection)
-        super().__init__([queue], connection=lease.connection, name=self.name_for(lease), **kwargs)
+        self.jobs_in_a_row = 0
+        self.shown_busy = False  # RQ's record says busy (set with each start, cleared once idle)
+        self.waiting = False  # blocked on the queue, with nothing running
+        self.board = board or NoBoard()  # the supervisor's slots: crowded? and this worker idle
 
-    @staticmethod
-    def name_for(lease: LaneLease) -> str:
-        """The RQ worker name of the lane worker holding ``lease`` (unique per lease)."""
-        return f"{socket.gethostname()}.{lease.token.rsplit(':', 1)[-1]}.lane{lease.user_id}"
-
-    def procline(self, message: str) -> None:
-        # RQ rewrites the title on every state change; keep ours so ``ps`` names the lane.
+    def procline(self, _message: str = "") -> None:
+        # RQ rewrites the title on state changes; keep ours so ``ps`` names the lane.
         setproctitle.setproctitle(f"lanes {keys.lane_name(self.user_id)}")
 
-    def execute_job(self, job: Job, queue: Queue) -> None:
-        if self.lease_lost.is_set() or not self.lease.renew():
-            # Another worker may own the lane now: put the job back untouched and stop.
-            log.warning("lane %s: lease lost, returning job %s", self.user_id, job.id)
-            queue.push_job_id(job.id, at_front=True)
-            self.connection.lrem(f"{queue.key}:intermediate", 1, job.id)
-            self._stop_requested = True
-            return
-        super().execute_job(job, queue)
-        self.jobs_in_a_row += 1
-        if self.jobs_in_a_row >= self.fair_share and self.others_waiting():
-            log.info("lane %s: %d jobs in a row while others wait; handing it back", self.user_id, self.jobs_in_a_row)
-            self.handed_back = True
-            self._stop_requested = True
+    # -- the loop ------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Claim and run the lane's requests until idle, handed back, stopped or the lane is lost."""
+        taken: str | None = None  # an id taken off the queue, for the next claim to account for
+        claim = first_claim = True  # first thing: the database may hold work Redis lost (a crash, a flush)
+        idle_since = time.monotonic()
+        next_fairness_check = 0.0
+        while not self.stopping():
+            if claim:
+                try:
+                    claimed = claim_next(self.user_id, self.fence.holder)
+                except SQLAlchemyError:
+                    self.recover("claiming a request")
+                    continue
+                if claimed is None:
+                    claim, taken = False, None  # the id named nothing pending (canceled, or a stray)
+                    continue
+                row, lane = claimed
+                if first_claim and row.attempts > 1:
+                    # Taking over from a lost worker (another host?): the ids it took off the queue are gone.
+                    self.repair()
+                first_claim = False
+                try:
+                    results = execute(
+                        row, lane,
+                        on_start=lambda pipe, row=row, taken=taken: rq_adapter.mark_started(
+                            pipe, self.user_id, self.rq_worker.key, row.id, taken),
+                        on_end=lambda pipe: rq_adapter.take_next(pipe, self.user_id),
+                    )
+                except PlumbingFailure:
+                    log.warning("lane %s: request %s interrupted by the plumbing; it will be re-run",
+                                self.user_id, row.id, exc_info=True)
+                    self.recover("running a request")
+                    taken, claim = None, True
+                    continue
+                # Redis failing here leaves ``results`` None: ask the database instead of the queue.
+                taken = results[0].decode() if results and results[0] else None
+                claim = taken is not None or results is None
+                idle_since = time.monotonic()
+                self.shown_busy = True
+                self.jobs_in_a_row += 1
+                if self.jobs_in_a_row >= self.fair_share and time.monotonic() >= next_fairness_check:
+                    next_fairness_check = time.monotonic() + FAIRNESS_CHECK_SECONDS
+                    if self.others_waiting():
+                        log.info("lane %s: %d jobs in a row while others wait; handing it back",
+                                 self.user_id, self.jobs_in_a_row)
+                        self.handed_back = True
+                        break
+                continue
+            # Nothing to claim: wait for the queue, unless other lanes wait for this slot.
+            self.jobs_in_a_row = 0
+            if time.monotonic() - idle_since >= self.idle_seconds:
+                break
+            if self.board.crowded():
+                log.info("lane %s: empty while other lanes wait for a slot; making room", self.user_id)
+                break
+            try:
+                if self.shown_busy and time.monotonic() - idle_since >= IDLE_POLL_SECONDS:
+                    self.rq_worker.mark_idle()
+                    self.shown_busy = False
+                wait = min(IDLE_POLL_SECONDS, max(0.05, self.idle_seconds - (time.monotonic() - idle_since)))
+                taken = self.wait_for_queue(wait)
+            except StopWaiting:
+                self.connection.connection_pool.disconnect()  # a read was cut short: drop its connection
+                break
+            except redis.exceptions.RedisError:
+                self.recover("waiting for the queue")
+                claim = True
+                continue
+            claim = taken is not None
+        if taken is not None:
+            self.put_back(taken)
+
+    def wait_for_queue(self, seconds: float) -> str | None:
+        """Block for the lane's next id, flagged idle meanwhile (SIGTERM then ends the wait at once)."""
+        self.waiting = True
+        self.board.idle(True)
+        try:
+            if self.stop_requested.is_set():
+                raise StopWaiting()
+            return rq_adapter.wait_next(self.connection, self.user_id, seconds)
+        finally:
+            self.waiting = False
+            self.board.idle(False)
+
+    def on_sigterm(self, _signum, _frame) -> None:
+        """Warm stop: a running job finishes first; a wait for the queue ends now."""
+        self.stop_requested.set()
+        if self.waiting:
+            raise StopWaiting()
+
+    def stopping(self) -> bool:
+        return self.stop_requested.is_set() or self.lane_lost.is_set()
 
     def others_waiting(self) -> bool:
-        """Whether another lane with work has no worker (its lease is free)."""
-        others = [int(member) for member in self.connection.zrange(keys.READY, 0, -1) if int(member) != self.user_id]
-        if not others:
-            return False
-        with self.connection.pipeline(transaction=False) as pipe:
-            for other in others:
-                pipe.exists(keys.lease(other))
-            return not all(pipe.execute())
+        """Whether another lane has waited for a worker past the grace (so no slot is free for it)."""
+        return bool(ready_index.waiting(self.connection, besides=self.user_id, limit=1))
 
-
-def renew_until_stopped(worker: LaneWorker, stop: threading.Event, interval: float) -> None:
-    while not stop.wait(interval):
+    def recover(self, doing: str) -> None:
+        """After Redis or the database failed: roll the session back and pause before trying again."""
+        log.warning("lane %s: plumbing failed while %s; retrying", self.user_id, doing, exc_info=True)
         try:
-            if not worker.lease.renew():
-                worker.lease_lost.set()
-                return
-        except Exception:  # noqa: BLE001 - a Redis blip: try again next round
-            log.warning("lane %s: lease renewal failed", worker.user_id, exc_info=True)
+            db.session.rollback()
+        except SQLAlchemyError:
+            db.session.close()
+        self.stop_requested.wait(RETRY_SECONDS)
+
+    def repair(self) -> None:
+        try:
+            repair_lane(self.connection, self.user_id)
+        except (redis.exceptions.RedisError, SQLAlchemyError):
+            log.warning("lane %s: repair failed; the reconciler will re-add what is missing", self.user_id)
+            db.session.rollback()
+
+    def put_back(self, taken: str) -> None:
+        try:
+            rq_adapter.put_back(self.connection, self.user_id, taken)
+        except redis.exceptions.RedisError:
+            pass  # the reconciler re-enqueues its row from the database
+
+    # -- holding the lane ----------------------------------------------------------------------
+
+    def take_fence(self) -> bool:
+        """Take the lane's database fence, waiting while a previous worker still holds it.
+
+        A previous worker whose Redis lease was lost (a flush) stops after its running job and
+        releases the fence; until then this one waits, and claims nothing.
+        """
+        while not self.stopping():
+            try:
+                if self.fence.acquire():
+                    return True
+            except SQLAlchemyError:
+                log.warning("lane %s: database unavailable while taking the fence", self.user_id)
+            self.stop_requested.wait(RETRY_SECONDS)
+        return False
+
+    def keep_holding(self, stop: threading.Event) -> None:
+        """Renew the lease, the fence and RQ's heartbeat until ``stop``; flag the lane lost if another took it."""
+        while not stop.wait(self.renew_every):
+            try:
+                if not self.lease.renew():
+                    log.warning("lane %s: lease taken by another worker; stopping after this job", self.user_id)
+                    self.lane_lost.set()
+                    return
+                with self.connection.pipeline(transaction=False) as pipe:
+                    self.rq_worker.heartbeat_in(pipe)
+                    pipe.execute()
+            except redis.exceptions.RedisError:
+                log.warning("lane %s: lease renewal failed (Redis unavailable)", self.user_id)
+            try:
+                if not self.fence.renew() and not self.fence.acquire():
+                    log.warning("lane %s: fence taken by another worker; stopping", self.user_id)
+                    self.lane_lost.set()
+                    return
+            except SQLAlchemyError:
+                log.warning("lane %s: fence renewal failed (database unavailable)", self.user_id)
 
 
-def serve_lane(app, user_id: int, lease: LaneLease) -> int:
-    """Serve one lane until it is idle, handed back, or stopped. Returns the exit status."""
-    config = app.config
+def serve_lane(app, user_id: int, lease: LaneLease, board=None) -> int:
+    """Serve one lane until it is idle, handed back, or stopped. Returns the exit status.
+
+    ``board`` is this worker's view of its supervisor's slots (``slot_board``).
+    """
     setproctitle.setproctitle(f"lanes {keys.lane_name(user_id)}")
     with app.app_context():
-        worker = LaneWorker(user_id, lease, config["LANES_FAIR_SHARE"])
+        worker = LaneWorker(app, user_id, lease, board)
+        previous = signal.signal(signal.SIGTERM, worker.on_sigterm)
         stop = threading.Event()
-        renewer = threading.Thread(
-            target=renew_until_stopped, args=(worker, stop, config["LANES_LEASE_SECONDS"] / 3), daemon=True
-        )
-        renewer.start()
+        holder = threading.Thread(target=worker.keep_holding, args=(stop,), daemon=True)
+        holder.start()
+        registered = fenced = False
         try:
-            repair_lane(lease.connection, user_id)
-            worker.work(max_idle_time=config["LANES_IDLE_SECONDS"], logging_level="WARNING")
+            fenced = worker.take_fence()
+            if fenced:
+                worker.rq_worker.register_birth()
+                registered = True
+                worker.serve()
         finally:
             stop.set()
-            renewer.join()
-            still_has_work = lease.release()
-            if not still_has_work:
-                delete_lane_if_gone(lease.connection, user_id)
+            holder.join()
+            if registered:
+                _quietly(worker.rq_worker.register_death)
+            if fenced:
+                _quietly(worker.fence.release)
+            still_has_work = _quietly(lease.release)
+            if still_has_work is False:
+                _quietly(lambda: delete_lane_if_gone(lease.connection, user_id))
             db.session.remove()
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _quietly(step):
+    """Run a step of letting go of a lane; Redis or the database being away must not stop the rest."""
+    try:
+        return step()
+    except (redis.exceptions.RedisError, SQLAlchemyError):
+        log.warning("letting go of a lane: %s failed", getattr(step, "__name__", "a step"), exc_info=True)
+        return None
 
 
 def forget_dead_worker(lease: LaneLease) -> None:
     """Unregister a killed lane worker from RQ, so rq-dashboard and ``Worker.all()`` stop listing it."""
-    name = LaneWorker.name_for(lease)
-    worker_key = f"{SimpleWorker.redis_worker_namespace_prefix}{name}"
-    with lease.connection.pipeline() as pipe:
-        pipe.srem(SimpleWorker.redis_workers_keys, worker_key)
-        pipe.srem(f"rq:workers:{keys.lane_name(lease.user_id)}", worker_key)
-        pipe.delete(worker_key)
-        pipe.execute()
+    rq_adapter.unregister_worker(lease.connection, lease.user_id, worker_name(lease))

@@ -18,7 +18,8 @@ from sqlalchemy import select
 from webapp import system_log
 from webapp.extensions import db
 from webapp.lanes import keys
-from webapp.lanes.service import add_job, mark_ready
+from webapp.lanes.ready_index import mark as mark_ready
+from webapp.lanes.rq_adapter import add_job
 from webapp.models import PENDING_STATUSES, QUEUED, LaneRequest, utcnow
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def _reconcile_lane(connection: redis.Redis, user_id: int, rows) -> int:
     queue_key = keys.rq_queue(user_id)
     with connection.pipeline() as pipe:  # one snapshot: an id moving between the lists is seen once
         pipe.lrange(queue_key, 0, -1)
-        pipe.lrange(f"{queue_key}:intermediate", 0, -1)
+        pipe.lrange(keys.rq_intermediate(user_id), 0, -1)
         pipe.exists(keys.lease(user_id))
         pipe.zscore(keys.READY, str(user_id))
         queued, intermediate, leased, ready = pipe.execute()
@@ -89,8 +90,8 @@ def _still_pending(rows) -> list:
 def repair_lane(connection: redis.Redis, user_id: int) -> list[int]:
     """Put back, at the front and in order, every pending request of a lane that has no job in it.
 
-    Called by a lane worker as it takes over a lane (it holds the lease, so nothing else runs it):
-    jobs a crashed worker had dequeued, or was running, are only in its stale RQ bookkeeping.
+    Called by a lane worker as it takes over a lane (it holds the lease and the fence, so nothing
+    else runs it): the ids a lost worker had taken off the queue are gone from Redis.
     """
     rows = db.session.execute(
         select(LaneRequest.id, LaneRequest.type)
@@ -101,13 +102,10 @@ def repair_lane(connection: redis.Redis, user_id: int) -> list[int]:
     queue_key = keys.rq_queue(user_id)
     in_queue = {job_id.decode() for job_id in connection.lrange(queue_key, 0, -1)}
     missing = [row for row in rows if str(row.id) not in in_queue]
-    stale_wip = connection.zrange(f"rq:wip:{keys.lane_name(user_id)}", 0, -1)
+    if not missing:
+        return []
     with connection.pipeline() as pipe:
         pipe.multi()  # RQ's enqueue_call insists on an explicit MULTI when given a used pipeline
-        pipe.delete(f"{queue_key}:intermediate")
-        if stale_wip:
-            # RQ would later fail these entries, and with them the job hashes re-created below.
-            pipe.zrem(f"rq:wip:{keys.lane_name(user_id)}", *stale_wip)
         for row in reversed(missing):
             add_job(connection, pipe, row.id, user_id, row.type, at_front=True)
         pipe.execute()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from webapp.lanes import keys
 from webapp.models import LaneRequest
 
 
@@ -27,3 +28,8 @@ def request_object(row: LaneRequest, position: int | None = None) -> dict:
         "started_at": iso(row.started_at),
         "ended_at": iso(row.ended_at),
     }
+
+
+def lane_event(user_id: int, length: int, running: int | None) -> dict:
+    """The ``lane.updated`` event body: length (queued + running) and the running request's id."""
+    return {"name": keys.lane_name(user_id), "length": length, "running": running}

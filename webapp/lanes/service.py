@@ -11,16 +11,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
-from rq import Queue
-from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Integer, bindparam, func, insert, literal, literal_column, select, update
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from jobs.registry import get_job_type
 from webapp import errors
 from webapp.extensions import db, get_redis
 from webapp.ids import parse_id
-from webapp.lanes import keys
-from webapp.lanes.representation import request_object
+from webapp.lanes import ambiguity, keys, ready_index, rq_adapter
+from webapp.lanes.representation import lane_event, request_object
 from webapp.models import (
     CANCELED,
     PENDING_STATUSES,
@@ -28,6 +27,7 @@ from webapp.models import (
     STARTED,
     STATUSES,
     LaneRequest,
+    User,
     utcnow,
 )
 from webapp.rate_limits import rate_limits
@@ -35,7 +35,6 @@ from webapp.rate_limits import rate_limits
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 WAIT_RECHECK_SECONDS = 2.0  # a long-poll re-reads its row this often even without an end event
 WAIT_RECHECK_UNSUBSCRIBED_SECONDS = 0.2  # ... and this often while the event channel is down
-JOB_FUNCTION = "webapp.lanes.execution.run_request"
 
 
 # Built once (statement construction costs more than the query): a lane's pending, queued, running id.
@@ -44,6 +43,52 @@ LANE_COUNTS = select(
     func.count().filter(LaneRequest.status == QUEUED),
     func.max(LaneRequest.id).filter(LaneRequest.status == STARTED),
 ).where(LaneRequest.user_id == bindparam("lane_user"), LaneRequest.status.in_(PENDING_STATUSES))
+
+
+def _insert_under_limit():
+    """Built once: insert a queued row unless the lane holds ``limit`` pending ones, and return its id
+    with the lane as it was before (pending, queued, running) — one statement, one round trip."""
+    table = LaneRequest.__table__
+    other = LaneRequest.__table__.alias("other")
+    in_lane = (other.c.user_id == bindparam("lane_user")) & other.c.status.in_(PENDING_STATUSES)
+    pending = select(func.count()).where(in_lane).scalar_subquery()
+    source = select(
+        bindparam("lane_user"), bindparam("type"), bindparam("payload", type_=table.c.payload.type),
+        literal(QUEUED), literal(0), bindparam("key"), bindparam("digest"),
+        bindparam("created_at", type_=table.c.created_at.type),
+    ).where(pending < bindparam("limit"))
+    return insert(table).from_select(
+        ["user_id", "type", "payload", "status", "attempts", "idempotency_key", "body_digest", "created_at"], source,
+    ).returning(
+        table.c.id,
+        _others_in_lane("count(*)", "IN ('queued', 'started')", "pending_before"),
+        _others_in_lane("count(*)", "= 'queued'", "queued_before"),
+        _others_in_lane("max(other.id)", "= 'started'", "running"),
+    )
+
+
+def _others_in_lane(aggregate: str, status: str, name: str):
+    """For RETURNING: an aggregate over the lane's other rows, the inserted one left out, so that it
+    reads the same whether the database evaluates it before the insert (PostgreSQL) or after (SQLite).
+    Written as SQL because SQLAlchemy's SQLite compiler strips table names inside RETURNING."""
+    table = LaneRequest.__tablename__
+    return literal_column(
+        f"(SELECT {aggregate} FROM {table} AS other WHERE other.user_id = {table}.user_id"
+        f" AND other.status {status} AND other.id != {table}.id)",
+        type_=Integer,
+    ).label(name)
+
+
+INSERT_UNDER_LIMIT = _insert_under_limit()
+LOCK_USER = select(User.id).where(User.id == bindparam("lane_user")).with_for_update()
+# SQLite has no row locks: a no-op write takes the database's write lock for the transaction.
+LOCK_USER_SQLITE = update(User).where(User.id == bindparam("lane_user")).values(id=User.id)
+
+
+def lock_lane(user_id: int) -> None:
+    """Hold the user's row until the transaction ends: a user's submits check their limit one at a time."""
+    sqlite = db.session.get_bind().dialect.name == "sqlite"
+    db.session.execute(LOCK_USER_SQLITE if sqlite else LOCK_USER, {"lane_user": user_id})
 
 
 @dataclass
@@ -77,21 +122,22 @@ def submit_request(user_id: int, type_name: str, payload, idempotency_key: str |
         retry = rate_limits.retry_after("submit", str(user_id))
         raise errors.RateLimited(details={"retry_after": retry}, headers={"Retry-After": str(retry)})
 
-    pending, queued, running = db.session.execute(LANE_COUNTS, {"lane_user": user_id}).one()
+    created_at = utcnow()
+    lock_lane(user_id)  # this user's submits one at a time, so no burst passes LANES_MAX_PENDING
     limit = current_app.config["LANES_MAX_PENDING"]
-    if pending >= limit:
-        raise errors.LaneFull(
-            f"Your lane already holds {pending} pending requests (limit {limit}).",
-            details={"pending": pending, "limit": limit}, headers={"Retry-After": "1"},
-        )
-
-    row = LaneRequest(
-        user_id=user_id, type=type_name, payload=payload, status=QUEUED, attempts=0,
-        idempotency_key=idempotency_key, body_digest=digest, created_at=utcnow(),
-    )
-    db.session.add(row)
     try:
-        db.session.commit()
+        inserted = db.session.execute(INSERT_UNDER_LIMIT, {
+            "lane_user": user_id, "type": type_name, "payload": payload, "key": idempotency_key,
+            "digest": digest, "created_at": created_at, "limit": limit,
+        }).first()
+        if inserted is None:
+            pending = db.session.execute(LANE_COUNTS, {"lane_user": user_id}).one()[0]
+            db.session.rollback()
+            raise errors.LaneFull(
+                f"Your lane already holds {pending} pending requests (limit {limit}).",
+                details={"pending": pending, "limit": limit}, headers={"Retry-After": "1"},
+            )
+        commit_or_resolve(inserted.id)
     except IntegrityError:
         # Another submit with the same Idempotency-Key won the race.
         db.session.rollback()
@@ -99,6 +145,11 @@ def submit_request(user_id: int, type_name: str, payload, idempotency_key: str |
         if earlier is None:
             raise
         return earlier
+    pending, queued, running = inserted.pending_before, inserted.queued_before, inserted.running
+    row = LaneRequest(
+        id=inserted.id, user_id=user_id, type=type_name, payload=payload, status=QUEUED, attempts=0,
+        idempotency_key=idempotency_key, body_digest=digest, created_at=created_at, progress=None,
+    )
 
     position = queued + 1
     announcements = (
@@ -109,11 +160,35 @@ def submit_request(user_id: int, type_name: str, payload, idempotency_key: str |
     try:
         _enqueue(row, announcements)
     except errors.UNAVAILABLE:
-        # Nothing may be acknowledged: take the row back (the reconciler would run it).
-        db.session.execute(LaneRequest.__table__.delete().where(LaneRequest.id == row.id))
+        # Nothing may be acknowledged: take the row back (the reconciler would run it), unless a lane
+        # worker already claimed it, in which case it runs and the answer is that it was accepted.
+        taken_back = db.session.execute(
+            LaneRequest.__table__.delete()
+            .where(LaneRequest.id == row.id, LaneRequest.status == QUEUED)
+            .returning(LaneRequest.id)
+        ).first()
         db.session.commit()
-        raise
+        if taken_back is not None:
+            raise
     return Submitted(row, position, True)
+
+
+def commit_or_resolve(request_id: int) -> None:
+    """Commit the submit's transaction; when the connection breaks during COMMIT, find out whether it landed.
+
+    Returns normally when the row is committed, raises ``ServiceUnavailable`` when it is not and never
+    will be: so a 503 means nothing was done, and a client may safely retry without an Idempotency-Key.
+    """
+    session = db.session
+    backend = ambiguity.backend_of(session)
+    try:
+        session.commit()
+    except (OperationalError, InterfaceError) as problem:
+        session.rollback()
+        if backend is None or not ambiguity.committed(db.engine, backend, LaneRequest.__table__, request_id):
+            raise errors.ServiceUnavailable(
+                "The database did not take the request; nothing was queued.", headers={"Retry-After": "1"}
+            ) from problem
 
 
 def _idempotent_replay(user_id: int, key: str, digest: str) -> Submitted | None:
@@ -139,26 +214,10 @@ def _enqueue(row: LaneRequest, announcements) -> None:
     connection = get_redis()
     with connection.pipeline() as pipe:
         pipe.multi()  # RQ's enqueue_call insists on an explicit MULTI when given a used pipeline
-        add_job(connection, pipe, row.id, row.user_id, row.type)
-        mark_ready(pipe, row.user_id)
+        rq_adapter.add_job(connection, pipe, row.id, row.user_id, row.type)
+        ready_index.mark_unless_served(pipe, row.user_id)
         publisher().add_to(pipe, row.user_id, *announcements)
         pipe.execute()
-
-
-def add_job(connection, pipe, request_id: int, user_id: int, type_name: str, at_front: bool = False) -> None:
-    """Queue the RQ job of a request in its lane (job id = request id), at the back unless ``at_front``."""
-    Queue(keys.lane_name(user_id), connection=connection).enqueue_call(
-        JOB_FUNCTION, args=(request_id, user_id), job_id=str(request_id), timeout=-1, at_front=at_front,
-        result_ttl=0, failure_ttl=24 * 3600, description=f"{type_name} #{request_id}", pipeline=pipe,
-    )
-
-
-def mark_ready(pipe, user_id: int) -> None:
-    """Add the lane to the ready index (keeping its place if already there) and wake a supervisor."""
-    pipe.zadd(keys.READY, {str(user_id): time.time()}, nx=True)
-    pipe.sadd(keys.KNOWN, str(user_id))
-    pipe.lpush(keys.WAKEUP, str(user_id))
-    pipe.ltrim(keys.WAKEUP, 0, 99)
 
 
 def get_request(user_id: int, request_id) -> LaneRequest:
@@ -281,11 +340,6 @@ def lane_state(user_id: int) -> dict:
     return {"name": keys.lane_name(user_id), "length": len(rows), "running": running, "pending": pending}
 
 
-def lane_event(user_id: int, length: int, running: int | None) -> dict:
-    """The ``lane.updated`` event body: length (queued + running) and the running request's id."""
-    return {"name": keys.lane_name(user_id), "length": length, "running": running}
-
-
 def lane_summary(user_id: int) -> dict:
     """``lane_event`` as the database has it now, in one aggregate query."""
     length, _queued, running = db.session.execute(LANE_COUNTS, {"lane_user": user_id}).one()
@@ -307,7 +361,9 @@ def cancel_request(user_id: int, request_id) -> tuple[LaneRequest, bool]:
         lane = lane_summary(user_id) if canceled is not None else None
         db.session.commit()
         if canceled is not None:
-            _forget_job(canceled)
+            with get_redis().pipeline() as pipe:
+                rq_adapter.forget_job(pipe, canceled.user_id, canceled.id)
+                pipe.execute()
             publisher().emit(user_id, ("request.canceled", request_object(canceled)), ("lane.updated", lane))
             return canceled, True
         db.session.refresh(row)  # it started (or ended) meanwhile
@@ -318,11 +374,3 @@ def cancel_request(user_id: int, request_id) -> tuple[LaneRequest, bool]:
         get_redis().set(keys.cancel_flag(row.id), "1", ex=3600)
         return row, False
     raise errors.NotCancelable(f"The request has already ended ({row.status}).", details={"status": row.status})
-
-
-def _forget_job(row: LaneRequest) -> None:
-    """Drop a canceled request's job from its lane so no worker wakes for it."""
-    with get_redis().pipeline() as pipe:
-        pipe.lrem(keys.rq_queue(row.user_id), 0, str(row.id))
-        pipe.delete(keys.rq_job(str(row.id)))
-        pipe.execute()

@@ -19,15 +19,19 @@ import uuid
 from dataclasses import dataclass
 
 import redis
+from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.registry import all_job_types
 from webapp import system_log
 from webapp.extensions import db
-from webapp.lanes import keys
+from webapp.lanes import keys, ready_index
 from webapp.lanes.cleanup import sweep
+from webapp.lanes.execution import compile_ahead
+from webapp.lanes.fence import LaneFence
 from webapp.lanes.lane_worker import forget_dead_worker, serve_lane
 from webapp.lanes.lease import LaneLease
-from webapp.lanes.reconciler import reconcile
+from webapp.lanes.reconciler import reconcile, repair_lane
+from webapp.lanes.slot_board import SlotBoard
 from webapp.lanes.worker_metrics import (
     LANE_WORKERS,
     LANES_DELETED,
@@ -65,6 +69,7 @@ class Child:
     user_id: int
     lease: LaneLease
     started: float
+    slot: int
     stopping_since: float | None = None
 
 
@@ -72,6 +77,7 @@ class Supervisor:
     """Runs lane workers for ready lanes, up to ``LANES_MAX_WORKERS`` at once."""
 
     TICK_SECONDS = 0.25
+    STOPPING_TICK_SECONDS = 0.05  # while a lane worker makes room, look for its exit this often
 
     def __init__(self, app):
         self.app = app
@@ -79,6 +85,7 @@ class Supervisor:
         self.connection: redis.Redis = app.extensions["lanes_redis"]
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.children: dict[int, Child] = {}
+        self.board = SlotBoard(self.config["LANES_MAX_WORKERS"])
         self.stopping = False
         self.next_reconcile = 0.0
 
@@ -88,6 +95,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         self._start_metrics()
+        self._compile_ahead()
         log.info("supervisor %s: serving up to %d lanes", self.id, self.config["LANES_MAX_WORKERS"])
         while not self.stopping:
             try:
@@ -120,6 +128,18 @@ class Supervisor:
             self.reap(block_seconds=0.1)
         self.connection.zrem(keys.SUPERVISORS, self.id)
 
+    def _compile_ahead(self) -> None:
+        with self.app.app_context():
+            try:
+                compile_ahead()
+                fence = LaneFence(db.engine, 0, "", self.config["LANES_LEASE_SECONDS"])
+                fence.renew()  # holds nothing: changes nothing
+                fence.release()
+            except SQLAlchemyError:
+                log.warning("supervisor: database unavailable; lane workers will compile their statements")
+            finally:
+                db.session.remove()
+
     def _start_metrics(self) -> None:
         start_series([job_type.name for job_type in all_job_types()])
         port = self.config["LANES_WORKER_METRICS_PORT"]
@@ -131,17 +151,35 @@ class Supervisor:
     def tick(self) -> None:
         self.reap()
         self.admit()
+        self.make_room()
         now = time.monotonic()
         if now >= self.next_reconcile:
             self.next_reconcile = now + self.config["LANES_RECONCILE_SECONDS"]
             self.housekeeping()
         # Sleep until a submit nudges us (or a tick passes, to reap and retry).
-        self.connection.blpop([keys.WAKEUP], timeout=self.TICK_SECONDS)
+        making_room = any(child.stopping_since is not None for child in self.children.values())
+        tick = self.STOPPING_TICK_SECONDS if making_room else self.TICK_SECONDS
+        ready_index.sleep_until_nudged(self.connection, tick)
+
+    def make_room(self) -> None:
+        """Every slot taken and lanes waiting: say so on the board (a lane worker whose lane empties then
+        leaves at once), and stop the lane workers that are idle already (their lanes are empty)."""
+        if len(self.children) < self.config["LANES_MAX_WORKERS"]:
+            self.board.set_crowded(False)
+            return
+        waiting = ready_index.waiting(self.connection, grace=0, limit=len(self.children))
+        self.board.set_crowded(bool(waiting))
+        idle = [pid for pid, child in self.children.items()
+                if child.stopping_since is None and self.board.is_idle(child.slot)]
+        for pid in idle[:len(waiting)]:
+            log.info("supervisor: lane %s is idle while lanes wait; stopping its worker", self.children[pid].user_id)
+            self.children[pid].stopping_since = time.monotonic()
+            self._signal(pid, signal.SIGTERM)
 
     def admit(self) -> None:
         """Take the lease of ready lanes, oldest-waiting first, while there is capacity."""
         capacity = self.config["LANES_MAX_WORKERS"] - len(self.children)
-        ready = [int(member) for member in self.connection.zrange(keys.READY, 0, -1)]
+        ready = ready_index.in_order(self.connection)
         READY_LANES.set(len(ready))
         running = {child.user_id for child in self.children.values()}
         for user_id in ready:
@@ -157,6 +195,7 @@ class Supervisor:
 
     def spawn(self, user_id: int, lease: LaneLease) -> None:
         parent_pid = os.getpid()
+        slot = self.board.take_slot()
         pid = os.fork()
         if pid == 0:  # the lane worker
             status = 1
@@ -167,13 +206,13 @@ class Supervisor:
                 stop_when_parent_dies(parent_pid)
                 with self.app.app_context():
                     db.engine.dispose(close=False)  # the parent's connections stay the parent's
-                status = serve_lane(self.app, user_id, lease)
+                status = serve_lane(self.app, user_id, lease, self.board.view(slot))
             except BaseException:  # noqa: BLE001 - report anything, then leave without cleanup handlers
                 log.exception("lane worker for lane %s crashed", user_id)
             finally:
                 system_log.flush_all(timeout=2.0)  # os._exit skips atexit: write this worker's events first
                 os._exit(status)
-        self.children[pid] = Child(user_id, lease, time.monotonic())
+        self.children[pid] = Child(user_id, lease, time.monotonic(), slot)
         WORKER_STARTS.inc()
         LANE_WORKERS.set(len(self.children))
         log.info("supervisor: lane %s -> worker pid %d", user_id, pid)
@@ -196,6 +235,7 @@ class Supervisor:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
+            self.board.give_back(child.slot)
             reaped = True
             process_exited(pid)
             clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
@@ -204,13 +244,30 @@ class Supervisor:
                 log.warning("supervisor: lane worker %d for lane %s died (status %s)", pid, child.user_id, status)
                 system_log.record("worker.crashed", subject=keys.lane_name(child.user_id), app=self.app,
                                   details={"pid": pid, "status": status})
-                forget_dead_worker(child.lease)
-                child.lease.release()
-                # An interrupted request may be left 'started' with an empty queue: keep the lane ready.
-                self.connection.zadd(keys.READY, {str(child.user_id): time.time()})
-                self.connection.lpush(keys.WAKEUP, str(child.user_id))
+                self.recover_lane(child)
         LANE_WORKERS.set(len(self.children))
         return reaped
+
+    def recover_lane(self, child: Child) -> None:
+        """A lane worker died: let the next one take its lane at once, its interrupted request first.
+
+        It is known dead (reaped), so its database fence is released here rather than left to lapse.
+        """
+        forget_dead_worker(child.lease)
+        with self.app.app_context():
+            try:
+                LaneFence(db.engine, child.user_id, child.lease.token, self.config["LANES_LEASE_SECONDS"]).release()
+            except SQLAlchemyError:
+                log.warning("supervisor: could not release lane %s's fence; it lapses on its own", child.user_id)
+            try:
+                repair_lane(self.connection, child.user_id)  # the ids it had taken off the queue
+            except SQLAlchemyError:
+                log.warning("supervisor: could not repair lane %s; the reconciler will", child.user_id)
+            finally:
+                db.session.remove()
+        child.lease.release()
+        # An interrupted request may be left 'started' with an empty queue: keep the lane ready.
+        ready_index.remark(self.connection, child.user_id)
 
     def housekeeping(self) -> None:
         """Heartbeat and gauges (every supervisor), then reconcile and sweep (one supervisor at a time)."""
@@ -219,14 +276,7 @@ class Supervisor:
             pipe.zadd(keys.SUPERVISORS, {self.id: now})
             pipe.zremrangebyscore(keys.SUPERVISORS, "-inf", now - 3 * self.config["LANES_RECONCILE_SECONDS"])
             pipe.execute()
-        ready = [int(m) for m in self.connection.zrange(keys.READY, 0, -1)]
-        if ready:
-            with self.connection.pipeline(transaction=False) as pipe:
-                for user_id in ready:
-                    pipe.exists(keys.lease(user_id))
-                WAITING_LANES.set(sum(1 for leased in pipe.execute() if not leased))
-        else:
-            WAITING_LANES.set(0)
+        WAITING_LANES.set(len(ready_index.waiting(self.connection)))
         period_ms = int(self.config["LANES_RECONCILE_SECONDS"] * 1000)
         if not self.connection.set(keys.RECONCILE_LOCK, self.id, nx=True, px=max(period_ms - 100, 100)):
             return

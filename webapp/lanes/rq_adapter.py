@@ -1,0 +1,163 @@
+"""Everything that bends RQ to Lanes' invariant, in one place.
+
+The invariant: **the database decides what runs; an RQ job only wakes a lane.** A request's row is
+the truth (queued, started, ended) and its lane worker always claims the oldest pending row. The
+lane's RQ queue holds one job per request not yet started (job id = request id) so that supervisors
+and lane workers wake, and so that ``Worker.all()`` and rq-dashboard show each lane, its queued jobs
+and its worker. RQ's per-job bookkeeping that Lanes does not use (registries of started and finished
+jobs, execution records, results) is never written: a lane worker takes an id off the queue, claims
+the row, deletes the job hash, and that is all.
+
+Here: enqueue (and put back in front), forget a canceled job, take the next id, the worker's own
+registration and state, unregister a killed worker, and wipe a lane. (Settling RQ's intermediate list
+happens as a lane is handed back, atomically with the ready index: ``ready_index.hand_back``.)
+Key names come from ``keys``, which takes RQ's from RQ's own attributes.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from rq import Queue, SimpleWorker, worker_registration
+from rq.utils import now, utcformat
+
+from webapp.lanes import keys
+
+JOB_FUNCTION = "webapp.lanes.execution.run_request"
+FAILED_JOB_TTL = 24 * 3600
+
+
+def add_job(connection: redis.Redis, pipe, request_id: int, user_id: int, type_name: str,
+            at_front: bool = False) -> None:
+    """Queue the RQ job of a request in its lane (job id = request id), at the back unless ``at_front``."""
+    Queue(keys.lane_name(user_id), connection=connection).enqueue_call(
+        JOB_FUNCTION, args=(request_id, user_id), job_id=str(request_id), timeout=-1, at_front=at_front,
+        result_ttl=0, failure_ttl=FAILED_JOB_TTL, description=f"{type_name} #{request_id}", pipeline=pipe,
+    )
+
+
+def forget_job(pipe, user_id: int, request_id: int) -> None:
+    """Drop a canceled request's job from its lane so no worker wakes for it."""
+    pipe.lrem(keys.rq_queue(user_id), 0, str(request_id))
+    pipe.delete(keys.rq_job(request_id))
+
+
+def mark_started(pipe, user_id: int, worker_key: str, request_id: int, taken: str | None) -> None:
+    """The claimed request has left the queue: its job hash goes, the worker shows it as current.
+
+    ``taken`` is the id this worker took off the queue for the claim (None when it claimed without
+    one, e.g. first thing after a takeover). The database may have given it an older request than
+    ``taken`` (ids re-added after Redis lost them); then ``taken`` goes back in front, for later.
+    """
+    if taken != str(request_id):
+        pipe.lrem(keys.rq_queue(user_id), 1, str(request_id))
+        if taken is not None:
+            pipe.lpush(keys.rq_queue(user_id), taken)
+    pipe.delete(keys.rq_job(request_id))
+    pipe.hset(worker_key, mapping={"state": "busy", "current_job": str(request_id)})
+
+
+def take_next(pipe, user_id: int) -> None:
+    """Queue a pop of the lane's next job id (the pipeline's result: the id, or None)."""
+    pipe.lpop(keys.rq_queue(user_id))
+
+
+def wait_next(connection: redis.Redis, user_id: int, seconds: float) -> str | None:
+    """Block up to ``seconds`` for the lane's next job id."""
+    popped = connection.blpop([keys.rq_queue(user_id)], timeout=seconds)
+    return popped[1].decode() if popped else None
+
+
+def put_back(connection: redis.Redis, user_id: int, taken: str) -> None:
+    """Return an id this worker took but will not claim (it is stopping) to the front of the lane."""
+    connection.lpush(keys.rq_queue(user_id), taken)
+
+
+class LaneRQWorker(SimpleWorker):
+    """RQ's own worker record for a lane worker: registered, heartbeating, listed by rq-dashboard.
+
+    Lanes runs its own loop (``lane_worker``); RQ's ``work()`` is never called.
+    """
+
+    def register_birth(self) -> None:
+        """RQ's registration in one round trip: a lane worker's name is unique to its lease, so RQ's
+        check for a live namesake (two more round trips on every cold start) cannot find one."""
+        with self.connection.pipeline() as pipe:
+            pipe.delete(self.key)
+            self.birth_date = self.last_heartbeat = now()
+            pipe.hset(self.key, mapping=self.serialize())
+            worker_registration.register(self, pipe)
+            pipe.expire(self.key, self.worker_ttl + 60)
+            pipe.execute()
+
+    def mark_idle(self) -> None:
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hset(self.key, "state", "idle")
+            pipe.hdel(self.key, "current_job")
+            pipe.execute()
+
+    def heartbeat_in(self, pipe) -> None:
+        """RQ's worker heartbeat, added to a pipeline the caller runs."""
+        timeout = self.worker_ttl + 60
+        pipe.hset(self.key, "last_heartbeat", utcformat(now()))
+        pipe.expire(self.key, timeout)
+
+
+def current_job_id(worker) -> str | None:
+    """The request a lane worker (as ``Worker.all()`` lists it) is running: Lanes keeps it on the
+    worker's hash, not in RQ 3's per-job execution records, which cost four commands a job."""
+    value = worker.connection.hget(worker.key, "current_job")
+    return value.decode() if value else None
+
+
+def unregister_worker(connection: redis.Redis, user_id: int, worker_name: str) -> None:
+    """Unregister a killed lane worker, so rq-dashboard and ``Worker.all()`` stop listing it."""
+    worker_key = keys.rq_worker(worker_name)
+    with connection.pipeline() as pipe:
+        pipe.srem(keys.RQ_WORKERS, worker_key)
+        pipe.srem(keys.rq_lane_workers(user_id), worker_key)
+        pipe.delete(worker_key)
+        pipe.execute()
+
+
+# Atomic, so that a submit racing the cleanup either lands before it (and the lane is not empty)
+# or after it (and recreates the lane). Job hashes left in the lane's registries go too: they name
+# the lane in their ``origin``.
+_WIPE_IF_GONE = """
+local queue, intermediate, lease, presence = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('LLEN', queue) > 0 or redis.call('LLEN', intermediate) > 0 then return 0 end
+if redis.call('EXISTS', lease) == 1 then return 0 end
+redis.call('ZREMRANGEBYSCORE', presence, '-inf', ARGV[2])
+if redis.call('ZCARD', presence) > 0 then return 0 end
+for i = 8, #KEYS do
+  if redis.call('TYPE', KEYS[i]).ok == 'zset' then
+    for _, job_id in ipairs(redis.call('ZRANGE', KEYS[i], 0, -1)) do
+      local id = string.match(job_id, '^[^:]+')
+      redis.call('DEL', ARGV[3] .. id)
+      for p = 4, #ARGV do redis.call('DEL', ARGV[p] .. id) end
+    end
+  end
+  redis.call('DEL', KEYS[i])
+end
+redis.call('DEL', queue, intermediate, presence)
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('SREM', KEYS[6], ARGV[1])
+redis.call('SREM', KEYS[7], queue)
+return 1
+"""
+
+
+def wipe_lane_if_gone(connection: redis.Redis, user_id: int) -> bool:
+    """Delete every key naming the lane if it is empty, unleased and its user absent; True if deleted."""
+    rq_keys = keys.rq_lane_keys(user_id)
+    queue, intermediate, others = rq_keys[0], rq_keys[1], rq_keys[2:]
+    script_keys = [
+        queue, intermediate, keys.lease(user_id), keys.presence(user_id),
+        keys.READY, keys.KNOWN, keys.RQ_QUEUES, *others,
+    ]
+    deleted = connection.eval(
+        _WIPE_IF_GONE, len(script_keys), *script_keys,
+        user_id, time.time(), keys.RQ_JOB_PREFIX, *keys.RQ_JOB_SIDE_PREFIXES,
+    )
+    return bool(deleted)
