@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         for problem in stack.close():
             print(f"Lanes benchmark: {problem}", file=sys.stderr)
 
+    from bench.targets import judge
+
+    reports.append(judge(reports))
     seconds = time.monotonic() - began
     environment["load average"] += "; at the end: " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
     say()

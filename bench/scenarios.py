@@ -18,22 +18,28 @@ from statistics import median
 
 import socketio
 
-from bench import cpu_usage
+from bench import counting, cpu_usage
 from bench.clients import ApiClient, LiveEvents, SubmitRefused, Submitted
+from bench.drain import lanes_drain, server_commands
+from bench.peers import celery_peer, rq_peer
 from bench.results import Measurement, ScenarioReport
 from bench.stack import BenchUser, Stack, WebServer
 from webapp.launcher import WEB_THREADS
 
 ECHO = {"message": "bench"}
 EVENT_TIMEOUT_SECONDS = 30  # an event later than this counts as missing
-WARM_TARGET_MS = 10
 LONG_POLL_DELAYS_MS = (0, 300)  # an instant job, and one that ends between two database polls
-COLD_MEDIAN_TARGET_MS = 500
-COLD_P95_TARGET_MS = 1000
 LOADED_SLACK_MS = 10  # idle connections may add this much (or double the baseline) to a turnaround
 CONNECT_THREADS = 32
 IDLE_USERS = 10
 FD_HEADROOM = 1024
+
+
+# Measurement names the targets refer to.
+WARM_FINISHED = "finished event after submit returned"
+COLD_STARTED = "started event after submit returned"
+END_TO_END = "end to end (first submit -> last finished event)"
+CPU_PREFIX = "  CPU/request: "
 
 
 class ScenarioError(RuntimeError):
@@ -46,14 +52,19 @@ class Sizes:
     cold_users: int = 20
     throughput_requests: int = 1000
     throughput_users: int = 10
-    throughput_threads: int = 4
+    throughput_threads: int = 16
     idle_connections: int = 1000
     idle_hold_seconds: float = 30  # longer than Socket.IO's ping interval (25 s)
     probe_requests: int = 20
+    peer_jobs: int = 1000  # each peer's burst and drain
+    peer_warm: int = 200
+    drain_requests: int = 1000
+    drain_lanes: int = 10
 
 
 QUICK = Sizes(warm_requests=20, cold_users=3, throughput_requests=60, throughput_users=3, throughput_threads=3,
-              idle_connections=50, idle_hold_seconds=1, probe_requests=5)
+              idle_connections=50, idle_hold_seconds=1, probe_requests=5, peer_jobs=30, peer_warm=10,
+              drain_requests=30, drain_lanes=3)
 
 
 def ms(seconds: float) -> float:
@@ -131,8 +142,13 @@ def measure_long_polls(api: ApiClient, count: int, delay_ms: int) -> tuple[list[
     return answered_ms, unfinished
 
 
+def read_counts(stack: Stack, web: WebServer) -> tuple[dict[str, int], dict[str, int]]:
+    """What the web process and the worker side have counted so far (statements, commands)."""
+    return counting.read(str(stack.web_counts(web))), counting.read(str(stack.worker_counts))
+
+
 def cpu_measurements(before: dict[str, float], after: dict[str, float], requests: int) -> list[Measurement]:
-    return [Measurement(f"  CPU/request: {part}", "ms", spent)
+    return [Measurement(f"{CPU_PREFIX}{part}", "ms", spent)
             for part, spent in cpu_usage.per_request_ms(before, after, requests).items()]
 
 
@@ -158,11 +174,8 @@ def warm_lane(stack: Stack, web: WebServer, sizes: Sizes) -> ScenarioReport:
     finally:
         live.close()
         api.close()
-    report.add(Measurement.of_samples(
-        "finished event after submit returned", "ms", found.finished_ms,
-        target=f"median <= {WARM_TARGET_MS} ms",
-        met=bool(found.finished_ms) and median(found.finished_ms) <= WARM_TARGET_MS,
-    ))
+    # Judged in the targets block, as a ratio to Celery's warm turnaround in the same run.
+    report.add(Measurement.of_samples(WARM_FINISHED, "ms", found.finished_ms))
     report.add(Measurement.of_samples("submit call (POST /api/v1/requests)", "ms", found.submit_ms))
     report.add(Measurement.of_samples("started event after submit returned", "ms", found.started_ms))
     report.add(missing_measurement("finished events missing", found.missing))
@@ -204,12 +217,7 @@ def cold_lane(stack: Stack, web: WebServer, sizes: Sizes) -> ScenarioReport:
         for api, live in clients:
             live.close()
             api.close()
-    cold = Measurement.of_samples(
-        "started event after submit returned", "ms", started_ms,
-        target=f"median < {COLD_MEDIAN_TARGET_MS} ms, p95 < {COLD_P95_TARGET_MS} ms",
-    )
-    cold.met = bool(started_ms) and cold.median < COLD_MEDIAN_TARGET_MS and cold.p95 < COLD_P95_TARGET_MS
-    report.add(cold)
+    report.add(Measurement.of_samples(COLD_STARTED, "ms", started_ms))  # judged in the targets block
     report.add(Measurement.of_samples("finished event after submit returned", "ms", finished_ms))
     report.add(missing_measurement("events missing", missing))
     report.notes.append("each user submits once: the supervisor must take the lease and fork a lane worker")
@@ -251,6 +259,8 @@ def throughput(stack: Stack, web: WebServer, sizes: Sizes) -> ScenarioReport:
             api.close()
 
     try:
+        counts_before = read_counts(stack, web)
+        server_before = server_commands(stack.redis)
         cpu_before = cpu_usage.snapshot(web.pid, stack.worker.pid)
         began = time.perf_counter()
         threads = [threading.Thread(target=submitter, name=f"submitter-{i}") for i in range(t)]
@@ -263,6 +273,8 @@ def throughput(stack: Stack, web: WebServer, sizes: Sizes) -> ScenarioReport:
         for listener, sent in zip(listeners, submitted, strict=True):
             listener.wait_for_count("request.finished", len(sent), max(0.0, deadline - time.monotonic()))
         cpu_after = cpu_usage.snapshot(web.pid, stack.worker.pid)
+        server_after = server_commands(stack.redis)
+        counts_after = read_counts(stack, web)
     finally:
         for listener in listeners:
             listener.close()
@@ -279,7 +291,7 @@ def throughput(stack: Stack, web: WebServer, sizes: Sizes) -> ScenarioReport:
     finished = len(turnaround_ms)
     elapsed = (last_end - began) if last_end is not None else None
     report.add(Measurement(
-        "end to end (first submit -> last finished event)", "req/s",
+        END_TO_END, "req/s",
         finished / elapsed if elapsed else None,
         note=f"{finished} finished in {elapsed:.2f} s" if elapsed else "nothing finished",
     ))
@@ -292,7 +304,17 @@ def throughput(stack: Stack, web: WebServer, sizes: Sizes) -> ScenarioReport:
                            note=(refused[0] if refused else "") + (f"; {missing} missing" if missing else "")))
     for measurement in cpu_measurements(cpu_before, cpu_after, m):
         report.add(measurement)
+    for side, before, after in zip(("web", "worker side"), counts_before, counts_after, strict=True):
+        per = counting.delta(before, after, m)
+        report.add(Measurement(f"  {side}: database statements per request", "/job", per["statements"],
+                               note=f"+ {per['transactions']:.2f} commits/rollbacks"))
+        report.add(Measurement(f"  {side}: Redis commands per request", "/job", per["redis_commands"],
+                               note=f"{per['redis_round_trips']:.2f} round trips"))
+    report.add(Measurement("  Redis server: commands run per request (INFO commandstats)", "/job",
+                           (server_after - server_before) / m,
+                           note="server-wide: Lua scripts' inner commands and other clients included"))
     report.notes.append(f"{u} lanes run side by side on {web.flags}")
+    report.notes.append("statements and commands are counted in each process's client (bench/counting)")
     return report
 
 
@@ -416,4 +438,8 @@ def idle_connections(stack: Stack, _main_web: WebServer | None, sizes: Sizes) ->
 
 
 # name -> function(stack, main web server, sizes); in the order they run.
-SCENARIOS = {"warm": warm_lane, "cold": cold_lane, "throughput": throughput, "idle": idle_connections}
+SCENARIOS = {
+    "celery": celery_peer, "rq": rq_peer,  # the peers first, while Lanes is idle
+    "drain": lanes_drain,  # before any lane worker runs: it needs worker.py without children
+    "warm": warm_lane, "cold": cold_lane, "throughput": throughput, "idle": idle_connections,
+}

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.counting import counting_env
 from webapp.config import PROJECT_ROOT
 from webapp.embedded_redis import EmbeddedRedis, EmbeddedRedisError, answers, free_loopback_port
 from webapp.launcher import GRACEFUL_SECONDS, WHAT, Launcher, LaunchError, db_url_for_humans, without_password
@@ -88,8 +89,9 @@ class Child:
 class WebServer(Child):
     """gunicorn serving ``wsgi:app`` with the launcher's flags (threads adjustable) on a free port."""
 
-    def __init__(self, env: dict, log_path: Path, threads: int | None = None, worker_connections: int | None = None):
-        self.port = free_loopback_port()
+    def __init__(self, env: dict, log_path: Path, threads: int | None = None, worker_connections: int | None = None,
+                 port: int | None = None):
+        self.port = port or free_loopback_port()
         self.url = f"http://{HOST}:{self.port}"
         self.launcher = Launcher(HOST, self.port)
         command = self.launcher.web_command()
@@ -150,8 +152,32 @@ class Stack:
         self.app = create_app({"INSTANCE_DIR": self.instance_dir, "REDIS_URL": self.redis_url, **CHEAP_ARGON2})
         self._migrate()
         if worker:
-            self.worker = Child([sys.executable, "worker.py"], self.env, self.scratch / "worker.log")
+            self.worker = Child([sys.executable, "worker.py"], counting_env(self.env, self.worker_counts),
+                                self.scratch / "worker.log")
             self._wait_for_supervisor()
+
+    @property
+    def worker_counts(self) -> Path:
+        """Where worker.py and its lane workers count their statements and commands."""
+        return self.scratch / "counts-worker"
+
+    def web_counts(self, web: WebServer) -> Path:
+        """Where a web process counts its statements and commands."""
+        return self.scratch / f"counts-web{web.port}"
+
+    def lane_workers(self) -> list[psutil.Process]:
+        """The lane workers worker.py runs now."""
+        try:
+            return psutil.Process(self.worker.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+
+    def pause_worker(self) -> None:
+        """Stop worker.py in its tracks (SIGSTOP): nothing is served until ``resume_worker``."""
+        os.kill(self.worker.pid, signal.SIGSTOP)
+
+    def resume_worker(self) -> None:
+        os.kill(self.worker.pid, signal.SIGCONT)
 
     def _start_redis(self) -> None:
         given = os.environ.get("REDIS_URL")
@@ -193,7 +219,9 @@ class Stack:
         raise StackError(f"{WHAT['worker']} did not start within {WORKER_START_SECONDS} s:\n{self.worker.log_tail()}")
 
     def start_web(self, threads: int | None = None, worker_connections: int | None = None) -> WebServer:
-        web = WebServer(self.env, self.scratch / f"web{len(self.webs)}.log", threads, worker_connections)
+        port = free_loopback_port()
+        env = counting_env(self.env, self.scratch / f"counts-web{port}")
+        web = WebServer(env, self.scratch / f"web{len(self.webs)}.log", threads, worker_connections, port)
         self.webs.append(web)
         return web
 
@@ -264,6 +292,7 @@ class Stack:
             self.stop_web(web)
         if self.worker is not None:
             shutdown = self.app.config["LANES_SHUTDOWN_SECONDS"] if self.app else 30
+            self.resume_worker()  # in case a scenario left it paused
             self.worker.stop(shutdown)
             self._release_reconcile_lock()
             self.worker = None
@@ -304,8 +333,9 @@ class Stack:
             request_ids = list(db.session.scalars(select(LaneRequest.id).where(LaneRequest.user_id.in_(ids))))
             with connection.pipeline(transaction=False) as pipe:
                 for user_id in ids:
-                    # Workers and web are stopped: presence and leases left behind are stale.
-                    pipe.delete(keys.presence(user_id), keys.lease(user_id))
+                    # Workers and web are stopped: presence and leases left behind are stale, and so
+                    # are jobs still queued (a run without worker.py leaves them): their rows go below.
+                    pipe.delete(keys.presence(user_id), keys.lease(user_id), keys.rq_queue(user_id))
                     pipe.lrem(keys.WAKEUP, 0, str(user_id))  # nudges no supervisor took
                 for request_id in request_ids:
                     pipe.delete(keys.rq_job(str(request_id)), f"rq:results:{request_id}",

@@ -1,8 +1,8 @@
 """``python -m bench.worker_stages [N]``: where a lane worker's time goes, stage by stage.
 
-Queues N echo requests for a fresh user, then serves that lane with a ``LaneWorker`` in this
-process (RQ's burst mode: it stops when the lane is empty) and reports the wall time per job
-spent in each stage: RQ's dequeue and bookkeeping, the claim, the events, the outcome. No
+Queues N echo requests for a fresh user, then serves that lane with ``serve_lane`` in this
+process (with a short idle time: it stops soon after the lane is empty) and reports the wall time
+per job spent in each stage: the claim, the events with RQ's bookkeeping, the job, the outcome. No
 profiler is attached, so the total is what a lane worker really spends. Uses ``DATABASE_URL`` /
 ``REDIS_URL`` like ``make bench`` (a scratch SQLite and embedded Redis when unset).
 """
@@ -15,15 +15,15 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 
+IDLE_SECONDS = 0.05  # the lane worker stops this long after its lane is empty (not counted)
+
 # (stage, object, attribute): each attribute is wrapped to add its wall time to its stage.
 STAGES = [
-    ("RQ: dequeue (BLMOVE, fetch the job)", "rq.queue", "Queue.dequeue_any"),
-    ("RQ: before the job (state, execution, registries)", "rq.worker.base", "BaseWorker.prepare_job_execution"),
-    ("RQ: after the job (results, registries, cleanup)", "rq.worker.base", "BaseWorker.handle_job_success"),
-    ("run_request: claim (UPDATE ... RETURNING, commit)", "webapp.lanes.execution", "claim_next"),
-    ("run_request: events (publish)", "webapp.lanes.execution", "announce"),
-    ("run_request: whole (claim, job, outcome, events)", "webapp.lanes.execution", "run_request"),
-    ("LaneWorker.execute_job: whole (RQ and run_request)", "webapp.lanes.lane_worker", "LaneWorker.execute_job"),
+    ("claim (UPDATE ... RETURNING, commit)", "webapp.lanes.lane_worker", "claim_next"),
+    ("events + RQ bookkeeping (one pipeline each)", "webapp.lanes.execution", "announce"),
+    ("the job itself (echo)", "webapp.lanes.execution", "run_job"),
+    ("execute: whole (events, job, outcome)", "webapp.lanes.lane_worker", "execute"),
+    ("lane worker loop: whole", "webapp.lanes.lane_worker", "LaneWorker.serve"),
 ]
 
 
@@ -61,7 +61,7 @@ def timed_stages(totals: dict[str, float]):
 def measure(count: int) -> tuple[float, dict[str, float]]:
     """Serve ``count`` queued echo requests in this process; (seconds per job, stage -> seconds per job)."""
     from bench.stack import Stack
-    from webapp.lanes.lane_worker import LaneWorker
+    from webapp.lanes.lane_worker import serve_lane
     from webapp.lanes.lease import LaneLease
     from webapp.lanes.service import submit_request
 
@@ -76,13 +76,12 @@ def measure(count: int) -> tuple[float, dict[str, float]]:
                 raise RuntimeError(f"the lane of user {user.id} is already leased")
             for n in range(count):
                 submit_request(user.id, "echo", {"message": f"stage {n}"})
-            worker = LaneWorker(user.id, lease, fair_share=count + 1)
-            totals: dict[str, float] = defaultdict(float)
-            with timed_stages(totals):
-                began = time.perf_counter()
-                worker.work(burst=True, logging_level="WARNING")
-                seconds = time.perf_counter() - began
-            lease.release()
+        stack.app.config.update(LANES_IDLE_SECONDS=IDLE_SECONDS, LANES_FAIR_SHARE=count + 1)
+        totals: dict[str, float] = defaultdict(float)
+        with timed_stages(totals):
+            began = time.perf_counter()
+            serve_lane(stack.app, user.id, lease)  # gives the lease back when done
+            seconds = time.perf_counter() - began - IDLE_SECONDS
         return seconds / count, {stage: total / count for stage, total in totals.items()}
     finally:
         for problem in stack.close():

@@ -37,6 +37,7 @@ class JobContext:
     settings: Mapping[str, Any] = field(default_factory=dict)  # the app's configuration, read-only
     report_progress: Callable[[int, str], None] = lambda percent, message: None
     cancel_requested: Callable[[], bool] = lambda: False
+    write_log: Callable[[str], None] = lambda text: None
     _last_progress: float = field(default=0.0, repr=False)
     _last_cancel_check: float = field(default=0.0, repr=False)
     _canceled: bool = field(default=False, repr=False)
@@ -52,6 +53,13 @@ class JobContext:
             return
         self._last_progress = now
         self.report_progress(max(0, min(100, int(percent))), message)
+
+    def log(self, text: str) -> None:
+        """Add a line to the request's log, shown live on its page (at most 1,000 lines of 1,000 chars).
+
+        Like progress, stored on another database connection: on SQLite, log before the job's first write.
+        """
+        self.write_log(str(text))
 
     def canceled(self) -> bool:
         """Whether the user asked to cancel; cheap to call in a loop (checks every 100 ms)."""

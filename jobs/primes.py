@@ -29,11 +29,16 @@ _ZEROS = bytes(SEGMENT_ODDS)
 )
 def count(ctx: JobContext, payload: dict) -> dict:
     limit = payload["limit"]
+    segments = -(-((limit + 1) // 2) // SEGMENT_ODDS)
+    ctx.log(f"Counting primes up to {limit:,}: a sieve of the odd numbers in {segments:,} "
+            f"segment{'s' if segments != 1 else ''} of up to {2 * SEGMENT_ODDS:,} numbers.")
     total = 0
-    for primes_in_segment, checked in sieve_segments(limit):
+    for number, (primes_in_segment, checked) in enumerate(sieve_segments(limit), start=1):
         total += primes_in_segment
         ctx.check_canceled()
+        ctx.log(f"Segment {number:,} of {segments:,}: checked up to {checked:,}, {total:,} primes so far.")
         ctx.progress(100 * checked / limit, f"checked {checked:,} of {limit:,}")
+    ctx.log(f"Done: {total:,} primes up to {limit:,}.")
     return {"count": total}
 
 

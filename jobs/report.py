@@ -55,6 +55,7 @@ def export(ctx: JobContext, payload: dict) -> dict:
     total = ctx.session.scalar(
         select(func.count()).where(LaneRequest.user_id == ctx.user_id, LaneRequest.id <= ctx.request_id)
     )
+    ctx.log(f"Exporting {total:,} requests (up to #{ctx.request_id}) as {file_format.upper()}.")
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
         output = io.TextIOWrapper(spool, encoding="utf-8", newline="")
         render = _CsvRenderer(output) if file_format == "csv" else _JsonRenderer(output)
@@ -64,14 +65,16 @@ def export(ctx: JobContext, payload: dict) -> dict:
             for row in batch:
                 render.add(_record(row))
             rows += len(batch)
+            ctx.log(f"Read requests #{batch[0].id} to #{batch[-1].id} ({rows:,} of {total:,}).")
             ctx.progress(READ_SHARE * rows / max(total, 1), f"read {rows:,} of {total:,} requests")
         ctx.check_canceled()
         render.finish(rows)
         output.flush()
         size = spool.tell()
+        # Progress and log lines are written on their own connection; with SQLite's single writer they
+        # must come before this transaction starts writing, or they would wait on our lock.
+        ctx.log(f"Rendered {rows:,} rows: {size:,} bytes of {file_format.upper()}; saving the file.")
         _make_room(ctx, size)
-        # Progress is written on its own connection; with SQLite's single writer it must come
-        # before this transaction starts writing, or it would wait on our lock.
         ctx.progress(READ_SHARE + 5, "saving the file", force=True)
         spool.seek(0)
         _save(ctx, file_format, spool.read(), rows)

@@ -145,8 +145,8 @@ def app(settings, migrated):
 
 def _empty_database(db) -> None:
     tables = [
-        "lane_owners", "export_files", "ledger_entries", "ledger_accounts", "lane_requests", "api_tokens",
-        "user_sessions", "users", "system_events",
+        "request_log_lines", "lane_owners", "export_files", "ledger_entries", "ledger_accounts", "lane_requests",
+        "api_tokens", "user_sessions", "users", "system_events",
     ]
     if db.engine.dialect.name == "postgresql":
         db.session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))

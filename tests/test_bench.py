@@ -21,7 +21,10 @@ from sqlalchemy import create_engine, text
 from tests.conftest import ROOT, fresh_database
 from webapp.config import sqlalchemy_url
 
-SCENARIOS = ["warm", "cold", "throughput", "idle"]
+SCENARIOS = ["celery", "rq", "drain", "warm", "cold", "throughput", "idle", "targets"]
+PEER_ROWS = {"burst: N submitted -> all results seen", "drain: backlog of N, gate opened -> last job ran",
+             "warm turnaround: submit returned -> result seen"}
+TARGET_COUNT = 8
 
 
 @pytest.fixture
@@ -52,6 +55,7 @@ def is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+@pytest.mark.timeout(400)  # the peers start workers of their own: slow on a busy shared machine
 def test_a_quick_run_measures_every_scenario_and_leaves_nothing_behind(bench_database, redis_url, tmp_path):
     channel = f"lanes-bench-test-{uuid.uuid4().hex[:8]}"
     env = {key: value for key, value in os.environ.items()
@@ -63,7 +67,7 @@ def test_a_quick_run_measures_every_scenario_and_leaves_nothing_behind(bench_dat
 
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--results", str(results)], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=150,
+        capture_output=True, text=True, timeout=360,
     )
 
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
@@ -78,6 +82,26 @@ def test_a_quick_run_measures_every_scenario_and_leaves_nothing_behind(bench_dat
             assert measurement["met"] in (True, False, None)
             for statistic in (measurement["stats"] or {}).values():
                 assert is_number(statistic), (scenario["name"], measurement)
+    by_name = {s["name"]: {m["name"]: m for m in s["measurements"]} for s in document["scenarios"]}
+    for peer in ("celery", "rq"):
+        assert PEER_ROWS <= set(by_name[peer]), (peer, sorted(by_name[peer]))
+        assert all(by_name[peer][row]["value"] > 0 for row in PEER_ROWS), by_name[peer]
+        assert by_name[peer]["  worker Redis commands per job, drain"]["value"] > 0  # counting reached the peer
+    assert "Peer: celery " in done.stdout and "Peer: rq " in done.stdout
+    # Every target of the issue is judged (met or not) from numbers of this run.
+    targets = document["scenarios"][-1]["measurements"]
+    judged = [t for t in targets if t["target"]]
+    assert len(judged) == TARGET_COUNT and all(t["met"] in (True, False) for t in judged), judged
+    assert by_name["targets"]["end-to-end throughput / Celery burst"]["value"] == pytest.approx(
+        by_name["throughput"]["end to end (first submit -> last finished event)"]["value"]
+        / by_name["celery"]["burst: N submitted -> all results seen"]["value"])
+    # The worker side's own statements and commands were counted in its processes, lane workers included.
+    drain = by_name["drain"]
+    assert drain["requests not finished"]["value"] == 0
+    assert drain["  worker side database statements per job"]["value"] >= 1  # at least the claim of each job
+    assert drain["  worker side Redis commands per job"]["value"] >= 1
+    assert by_name["throughput"]["  web: database statements per request"]["value"] >= 1  # the insert
+    assert "load average" in document["environment"] and "at the end" in document["environment"]["load average"]
     missing = [m for s in document["scenarios"] for m in s["measurements"] if "missing" in m["name"]]
     assert missing and all(m["value"] == 0 for m in missing), missing
     assert {"database", "redis", "cpus"} <= set(document["environment"])
@@ -115,5 +139,28 @@ def test_worker_stages_serves_the_jobs_and_reports_every_stage(bench_database, r
     for line, (stage, _module, _attribute) in zip(stages, STAGES, strict=True):
         assert line.strip().startswith(stage)
         assert float(line.split()[-2]) > 0, f"{stage} was never timed"
+    assert set(redis.Redis.from_url(redis_url).keys("*")) <= keys_before
+    assert_database_empty(bench_database)
+
+
+@pytest.mark.timeout(300)
+def test_profile_samples_the_lane_workers_while_they_drain(bench_database, redis_url):
+    env = {key: value for key, value in os.environ.items()
+           if key not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "LANES_INSTANCE_DIR", "LANES_SOCKETIO_CHANNEL"}}
+    channel = f"lanes-bench-test-{uuid.uuid4().hex[:8]}"
+    env.update(DATABASE_URL=bench_database, REDIS_URL=redis_url, LANES_SOCKETIO_CHANNEL=channel,
+               PYTHONUNBUFFERED="1")
+    keys_before = set(redis.Redis.from_url(redis_url).keys("*"))
+
+    done = subprocess.run([sys.executable, "-m", "bench.profile", "worker", "--count", "40", "--lanes", "2",
+                           "--rate", "500"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    by_process = done.stdout.split("by process:")[1].split("top ")[0]
+    # py-spy followed the lane workers worker.py forked after it attached, and saw Lanes' job path.
+    assert "lane workers" in by_process, done.stdout
+    totals = done.stdout.split("by total (with callees)")[1]
+    assert "claim_next (webapp/lanes/execution.py" in totals, done.stdout
+    assert live_processes_with(f"LANES_SOCKETIO_CHANNEL={channel}") == []
     assert set(redis.Redis.from_url(redis_url).keys("*")) <= keys_before
     assert_database_empty(bench_database)

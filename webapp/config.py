@@ -107,6 +107,8 @@ class Config:
         self.LANES_ARGON2_TIME_COST = _int("LANES_ARGON2_TIME_COST", 3)
         # Trust one proxy's X-Forwarded-For (set when running behind a load balancer).
         self.LANES_TRUSTED_PROXIES = _int("LANES_TRUSTED_PROXIES", 0)
+        # Where operators' Grafana is (the /admin page links to it); unset = no link.
+        self.LANES_GRAFANA_URL = env.get("LANES_GRAFANA_URL", "")
 
         for key, value in overrides.items():
             setattr(self, key, value)

@@ -94,6 +94,22 @@ class ServiceUnavailable(LanesError):
     status, code, message = 503, "service_unavailable", "A backing service is unavailable; nothing was done."
 
 
+# The codes a failed request carries in its ``error`` (its job's or the lane worker's verdict):
+# not HTTP errors, but part of the API's vocabulary, so they are listed here with the others.
+JOB_FAILURE_CODES = ("insufficient_funds", "worker_lost", "timeout", "job_error")
+
+
+def client_error_types() -> list[type[LanesError]]:
+    """Every error type a client can get, in definition order (the OpenAPI document lists their codes)."""
+    found: list[type[LanesError]] = []
+    pending = list(LanesError.__subclasses__())
+    while pending:
+        error_type = pending.pop(0)
+        found.append(error_type)
+        pending.extend(error_type.__subclasses__())
+    return found
+
+
 _HTTP_CODES = {
     400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
     405: "method_not_allowed", 408: "invalid_request", 413: "payload_too_large", 415: "unsupported_media_type",

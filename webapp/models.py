@@ -86,6 +86,7 @@ class LaneRequest(db.Model):
         Index("ix_lane_requests_user_status_id", "user_id", "status", "id"),
         Index("ix_lane_requests_status_id", "status", "id"),
         Index("ux_lane_requests_user_idempotency", "user_id", "idempotency_key", unique=True),
+        Index("ix_lane_requests_ended_at", "ended_at"),  # the admin charts: what ended in the last hour
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -162,6 +163,18 @@ class LaneOwner(db.Model):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class RequestLogLine(db.Model):
+    """One line a job wrote with ``ctx.log``; kept with its request (bounded by ``request_logs``)."""
+
+    __tablename__ = "request_log_lines"
+    __table_args__ = (Index("ix_request_log_lines_request_id_id", "request_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("lane_requests.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    text: Mapped[str] = mapped_column(Text)
 
 
 class UserSession(db.Model):

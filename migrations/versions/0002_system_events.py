@@ -1,7 +1,7 @@
 """system log (system_events) and server-side browser sessions (user_sessions)
 
 Revision ID: 0002
-Revises: 0004
+Revises: 0003
 Create Date: 2026-12-03 14:30:00
 
 """
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0002'
-down_revision = '0004'  # re-chained after 0004 (lane_owners) when main was merged in
+down_revision = '0003'  # re-chained after 0003 (request logs) when main was merged in
 branch_labels = None
 depends_on = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 import pytest
 
@@ -53,9 +54,11 @@ def test_admin_page_shows_lanes_with_work_and_counts(app, browser, people):
     lanes = section(html, "active-lanes")
     row = re.search(rf'<tr data-user-id="{people["alice"]}">(.*?)</tr>', lanes, re.S).group(1)
     assert f"lane:{people['alice']}" in row and "alice" in row
-    assert "<td>2</td>" in row  # two jobs in the queue
+    assert '<td data-label="Jobs in queue">2</td>' in row  # two jobs in the queue
     assert "no worker" in row
-    assert row.rstrip().endswith("<td>yes</td>")  # waiting for a worker
+    assert row.rstrip().endswith('<td data-label="Waiting for a worker">yes</td>')
+    # the lane links to its queue in rq-dashboard
+    assert f'<a href="/admin/rq/0/view/jobs/lane:{people["alice"]}/queued/8/asc/1">' in row
     assert re.search(r'<tr data-status="queued"><th scope="row">Queued</th><td>2</td>', html)
     assert 'href="/admin/rq/"' in html and 'href="/metrics"' in html
     assert "No RQ workers are running" in html
@@ -72,8 +75,9 @@ def test_admin_page_lists_workers_supervisors_and_throughput(app, browser, peopl
         if 'id="workers"' not in html:
             return None
         for pid, row in re.findall(r'<tr data-pid="(\d+)">(.*?)</tr>', section(html, "workers"), re.S):
-            cells = re.findall(r"<td>(.*?)</td>", row, re.S)
-            if cells[1:] == [pid, "busy", f"lane:{people['alice']}", str(slow)]:
+            cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+            current_job = f'<a href="/admin/requests/{slow}">#{slow}</a>'  # links to the request
+            if cells[1:] == [pid, "busy", f"lane:{people['alice']}", current_job]:
                 return html
         return None
 
@@ -82,7 +86,7 @@ def test_admin_page_lists_workers_supervisors_and_throughput(app, browser, peopl
     assert supervisors.count("<li>") == 1 and "heartbeat" in supervisors
     lane_row = re.search(rf'<tr data-user-id="{people["alice"]}">(.*?)</tr>', section(html, "active-lanes"), re.S)
     assert "no worker" not in lane_row.group(1)  # its lease holder is named
-    assert lane_row.group(1).rstrip().endswith("<td>no</td>")  # served, so not waiting for a worker
+    assert lane_row.group(1).rstrip().endswith('<td data-label="Waiting for a worker">no</td>')  # served
 
     def finished_counted():
         page = browser.client.get("/admin").get_data(as_text=True)
@@ -90,7 +94,9 @@ def test_admin_page_lists_workers_supervisors_and_throughput(app, browser, peopl
 
     page = wait_until(finished_counted, timeout=20, message="the finished request counted")
     per_minute = [int(n) for n in re.findall(r'<tr data-count="(\d+)">', section(page, "finished-per-minute"))]
-    assert len(per_minute) == 15 and sum(per_minute) == 1
+    assert len(per_minute) == 60 and sum(per_minute) == 1
+    detail = browser.client.get(f"/admin/requests/{slow}").get_data(as_text=True)  # where "current job" led
+    assert "Finished" in detail and "alice" in detail and "slow" in detail
 
 
 def test_rq_dashboard_renders_for_admins_and_lists_the_lane(app, browser, people):
@@ -118,3 +124,93 @@ def test_rq_dashboard_actions_work_for_admins_from_its_own_pages(app, browser, p
     )
     assert response.status_code == 200
     assert response.get_json() == {"status": "OK"}
+
+
+def test_the_rq_dashboard_has_no_default_queue_and_leads_back_to_admin(app, browser, people, redis_client):
+    with app.app_context():
+        service.submit_request(people["alice"], "echo", {"message": "hi"})
+    browser.login("root")
+    jobs = browser.client.get("/admin/rq/0/view/jobs", follow_redirects=True)
+    html = jobs.get_data(as_text=True)
+    assert jobs.status_code == 200
+    assert jobs.request.path == f"/admin/rq/0/view/jobs/lane:{people['alice']}/queued/8/asc/1"
+    assert "default" not in re.sub(r"<script.*?</script>", "", html, flags=re.S)  # no phantom queue named
+    assert redis_client.smembers("rq:queues") == {f"rq:queue:lane:{people['alice']}".encode()}
+    for page in (html, browser.client.get("/admin/rq/").get_data(as_text=True)):
+        assert '<a class="navbar-brand" href="/admin" id="lanes-admin-link">' in page
+        assert "result_ttl=0" in page
+
+    redis_client.flushdb()  # no lane at all: the Jobs tab shows the (empty) queue list instead
+    empty = browser.client.get("/admin/rq/0/view/jobs")
+    assert empty.status_code == 302 and empty.headers["Location"] == "/admin/rq/"
+
+
+def test_admin_explains_rq_dashboard_and_links_grafana_when_set(app, settings, browser, people):
+    browser.login("root")
+    html = browser.client.get("/admin").get_data(as_text=True)
+    explained = section(html, "rq-explained")
+    assert "result_ttl=0" in explained and "Finished" in explained and "default" in explained
+    assert 'id="grafana-link"' not in html
+    app.config["LANES_GRAFANA_URL"] = "http://127.0.0.1:3000/d/lanes"
+    html = browser.client.get("/admin").get_data(as_text=True)
+    assert '<a class="button" href="http://127.0.0.1:3000/d/lanes" id="grafana-link"' in html
+    app.config["LANES_GRAFANA_URL"] = "javascript:alert(1)"
+    assert 'id="grafana-link"' not in browser.client.get("/admin").get_data(as_text=True)
+
+
+def test_overview_json_counts_per_minute_from_the_request_log(app, browser, people):
+    from datetime import timedelta
+
+    from webapp.admin.charts import percentile
+    from webapp.extensions import db
+    from webapp.models import LaneRequest, utcnow
+
+    now = utcnow().replace(second=30, microsecond=0)
+    minute_ago = now - timedelta(minutes=1)
+    with app.app_context():
+        ids = [service.submit_request(people["alice"], "echo", {"message": str(n)}).request.id for n in range(6)]
+        ids.append(service.submit_request(people["root"], "echo", {"message": "root"}).request.id)
+        # alice: five ended a minute ago (4 finished, 1 failed) after waiting 1..5 s and running 2..10 s
+        for n, request_id in enumerate(ids[:5], start=1):
+            row = db.session.get(LaneRequest, request_id)
+            row.created_at = minute_ago - timedelta(seconds=20)
+            row.started_at = row.created_at + timedelta(seconds=n)
+            row.ended_at = row.started_at + timedelta(seconds=2 * n)
+            row.status = "failed" if n == 5 else "finished"
+        # alice's sixth runs now; root's waits
+        running = db.session.get(LaneRequest, ids[5])
+        running.status, running.started_at = "started", now - timedelta(seconds=1)
+        db.session.commit()
+    browser.login("root")
+    response = browser.client.get("/admin/overview.json")
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+    body = response.get_json()
+    series = body["series"]
+    assert len(series["minutes"]) == 60 and all(b - a == 60 for a, b in pairwise(series["minutes"]))
+    at = series["minutes"].index(int(minute_ago.replace(second=0).timestamp()))
+    assert (series["finished"][at], series["failed"][at]) == (4, 1)
+    assert sum(series["finished"]) == 4 and sum(series["failed"]) == 1
+    assert series["run_p50"][at] == 6.0 and series["run_p95"][at] == round(percentile([2, 4, 6, 8, 10], 0.95), 3)
+    waits = [w for w in series["wait_p50"] if w is not None]
+    assert 3.0 in waits  # the five started a minute ago waited 1..5 s: median 3
+    assert series["lanes_with_work"][-1] == 2  # alice (running) and root (waiting)
+    assert series["lanes_running"][-1] == 1
+    assert series["lanes_with_work"][0] == 0
+    assert body["counts_last_hour"]["finished"] == 4
+    assert {lane["username"] for lane in body["lanes"]} == {"alice", "root"}
+    assert all(lane["url"].startswith("/admin/rq/0/view/jobs/lane:") for lane in body["lanes"])
+    alice = browser.client.get("/admin/overview.json")
+    browser.logout()
+    browser.login("alice")
+    assert browser.client.get("/admin/overview.json").status_code == 403
+    assert browser.client.get(f"/admin/requests/{ids[0]}").status_code == 403
+    assert alice.status_code == 200
+
+
+def test_percentile_interpolates_like_postgresql():
+    from webapp.admin.charts import percentile
+
+    assert percentile([], 0.5) is None
+    assert percentile([4.0], 0.95) == 4.0
+    assert percentile([1, 2, 3, 4], 0.5) == 2.5
+    assert percentile([10, 20, 30, 40, 50], 0.95) == 48.0

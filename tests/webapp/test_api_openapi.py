@@ -1,5 +1,7 @@
 """GET /api/v1/openapi.json: a complete OpenAPI 3.1 document whose schemas match real responses."""
 
+import re
+
 import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
@@ -14,6 +16,8 @@ EXPECTED = {
     "/job-types": {"get"},
     "/requests": {"get", "post"},
     "/requests/{id}": {"get", "delete"},
+    "/requests/{id}/rerun": {"post"},
+    "/requests/{id}/logs": {"get"},
     "/lane": {"get"},
     "/openapi.json": {"get"},
 }
@@ -107,3 +111,58 @@ def test_real_responses_match_the_documented_schemas(document, api, client):
     validator_for(document, "JobTypeList").validate(api.get("/api/v1/job-types").get_json())
     validator_for(document, "Error").validate(api.get("/api/v1/requests/999999").get_json())
     validator_for(document, "Error").validate(client.get("/api/v1/lane").get_json())
+
+
+def test_error_codes_are_those_of_webapp_errors(document):
+    from webapp import errors
+
+    codes = {error_type.code for error_type in errors.client_error_types()}
+    # SPEC §5's list, every one of them raised by some error type
+    assert codes == {
+        "invalid_json", "invalid_request", "unauthorized", "invalid_credentials", "forbidden", "not_found",
+        "method_not_allowed", "not_cancelable", "idempotency_conflict", "payload_too_large",
+        "unsupported_media_type", "unknown_job_type", "invalid_payload", "lane_full", "rate_limited",
+        "service_unavailable",
+    }
+    documented = document["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
+    assert set(documented) == codes
+    failure = document["components"]["schemas"]["Request"]["properties"]["error"]["oneOf"][1]
+    assert set(failure["properties"]["code"]["examples"]) == set(errors.JOB_FAILURE_CODES)
+    # each error response names exactly the codes of its status
+    by_status = {}
+    for error_type in errors.client_error_types():
+        by_status.setdefault(error_type.status, set()).add(error_type.code)
+    submit = document["paths"]["/requests"]["post"]["responses"]
+    for status in ("400", "409", "422", "429", "503"):
+        name = submit[status]["$ref"].rsplit("/", 1)[1]
+        response = document["components"]["responses"][name]
+        enum = response["content"]["application/json"]["schema"]["allOf"][1]["properties"]["error"]["properties"]
+        assert set(enum["code"]["enum"]) == by_status[int(status)], status
+
+
+def test_rerun_and_logs_are_documented_and_answer_as_documented(document, api):
+    rerun = document["paths"]["/requests/{id}/rerun"]["post"]
+    assert {"202", "200", "404", "401"} <= set(rerun["responses"])
+    assert rerun["parameters"] == [{"$ref": "#/components/parameters/IdempotencyKey"}]
+    logs = document["paths"]["/requests/{id}/logs"]["get"]
+    assert {"200", "400", "404"} <= set(logs["responses"])
+    limit = document["components"]["parameters"]["LogLimit"]["schema"]
+    assert (limit["minimum"], limit["maximum"]) == (1, 1000)
+
+    first = api.post("/api/v1/requests", json={"type": "echo", "payload": {"message": "again"}}).get_json()
+    again = api.post(f"/api/v1/requests/{first['id']}/rerun")
+    assert again.status_code == 202
+    validator_for(document, "Request").validate(again.get_json())
+    validator_for(document, "LogPage").validate(api.get(f"/api/v1/requests/{first['id']}/logs").get_json())
+
+
+def test_the_document_is_rendered_for_people_at_docs(client):
+    page = client.get("/api/v1/docs")  # no token needed
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in html
+    assert 'data-openapi-url="/api/v1/openapi.json"' in html
+    assert "<script>" not in html and not re.search(r"\son[a-z]+=", html)  # no inline script or handlers
+    for asset in ("vendor/swagger-ui/swagger-ui-bundle.js", "vendor/swagger-ui/swagger-ui.css",
+                  "vendor/swagger-ui/LICENSE", "js/api_docs.js"):
+        assert client.get(f"/static/{asset}").status_code == 200, asset

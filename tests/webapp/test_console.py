@@ -444,3 +444,49 @@ def test_pages_say_503_when_the_database_is_down(settings, browser, make_user):
     response = client.get("/console")
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     assert "unavailable" in response.get_data(as_text=True).lower()
+
+
+def test_run_again_prefills_the_form_from_ones_own_request_only(app, browser, alice, make_user):
+    submit(browser, "ledger.deposit", amount="1234567", memo="rent")
+    [row] = rows(app)
+    set_row(app, row.id, status="finished", result={"balance": 1234567}, started_at=utcnow(), ended_at=utcnow(),
+            attempts=1)
+    detail = browser.client.get(f"/console/requests/{row.id}").get_data(as_text=True)
+    assert f'href="/console?rerun={row.id}"' in detail
+    assert "<dd>1,234,567</dd>" in section(detail, "result-fields")  # grouped
+    assert "waited " in section(detail, "durations") and " · ran " in section(detail, "durations")
+    html = console_html(browser, f"?rerun={row.id}")
+    assert f"Filled in from <a href=\"/console/requests/{row.id}\">request #{row.id}</a>" in html
+    assert '<option value="ledger.deposit" selected>' in html
+    assert re.search(r'<input[^>]*id="payload-amount"[^>]*value="1234567"', html)
+    assert re.search(r'<input[^>]*id="payload-memo"[^>]*value="rent"', html)
+    assert len(rows(app)) == 1  # opening the form submitted nothing
+    history = browser.client.get("/console/history").get_data(as_text=True)
+    assert f'href="/console?rerun={row.id}"' in history and 'data-relative' in history
+
+    make_user("mallory")
+    browser.logout()
+    browser.login("mallory")
+    assert browser.client.get(f"/console?rerun={row.id}").status_code == 404
+    assert browser.client.get("/console?rerun=abc").status_code == 404
+
+
+def test_flash_about_a_request_names_it_for_the_live_layer(app, browser, alice):
+    response = submit(browser, message="flashy")
+    [row] = rows(app)
+    html = browser.client.get(response.headers["Location"]).get_data(as_text=True)
+    assert re.search(rf'<p class="flash flash-success" data-request-id="{row.id}" data-status="queued">'
+                     rf"Request #{row.id} queued \(position 1\)\.</p>", html)
+
+
+def test_the_request_page_shows_its_log(app, browser, alice):
+    from webapp.lanes.request_logs import RequestLogWriter
+
+    submit(browser, message="logged")
+    [row] = rows(app)
+    with app.app_context():
+        RequestLogWriter(row.id, alice)("<b>step one</b>")
+    html = browser.client.get(f"/console/requests/{row.id}").get_data(as_text=True)
+    log = section(html, "log-lines")
+    assert "&lt;b&gt;step one&lt;/b&gt;" in log and 'class="log-at"' in log
+    assert "No log lines yet" in html  # the placeholder is there, hidden while lines exist

@@ -3,38 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
+import re
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import PASSWORD, wait_until
 from webapp.lanes.service import submit_request
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    if not shutil.which(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium")
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def live(app, start_web, start_worker):
-    """A running web server and supervisor."""
-    web = start_web()
-    start_worker()
-    return web
 
 
 def signed_in_page(chromium, web, username):
@@ -55,7 +28,10 @@ def submit_echo(page, message, delay_ms=0):
     page.fill("[name=payload-delay_ms]", str(delay_ms))
     page.evaluate("document.querySelectorAll('.flashes').forEach(el => el.dataset.old = '1')")
     page.click("#submit-form button[type=submit]")
-    page.wait_for_selector(".flashes:not([data-old]) >> text=queued (position", timeout=10000)
+    # The new flash names the request; it follows the request, so it may already say it runs or finished.
+    page.wait_for_selector(".flashes:not([data-old]) .flash[data-request-id]", timeout=10000)
+    flash = page.inner_text(".flashes:not([data-old]) .flash[data-request-id]")
+    assert re.fullmatch(r"Request #\d+ (queued \(position \d+\)|is running|finished)\.", flash), flash
 
 
 def test_requests_finish_in_order_on_screen_without_a_reload(chromium, live, make_user, tmp_path):

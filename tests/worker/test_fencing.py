@@ -10,14 +10,14 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.conftest import wait_until
 from webapp.extensions import db
 from webapp.lanes.execution import PlumbingFailure, claim_next, execute
 from webapp.lanes.fence import LaneFence
 from webapp.lanes.service import submit_request
-from webapp.models import LaneRequest, LedgerAccount
+from webapp.models import LaneOwner, LaneRequest, LedgerAccount
 
 
 def fence(app, user_id: int, holder: str, seconds: float = 15) -> LaneFence:
@@ -46,10 +46,11 @@ def test_only_the_fence_holder_claims_and_a_live_fence_cannot_be_taken(app, make
 
 def test_a_lapsed_fence_goes_to_the_next_worker_and_the_old_one_cannot_renew(app, make_user):
     user = make_user("pia")
-    old, new = fence(app, user, "worker:old", seconds=0.3), fence(app, user, "worker:new")
+    old, new = fence(app, user, "worker:old", seconds=0.5), fence(app, user, "worker:new")
     with app.app_context():
         assert old.acquire()
-        time.sleep(0.5)  # the old holder stopped renewing (frozen, or cut off from the database)
+        assert not new.acquire()
+        time.sleep(0.8)  # the old holder stopped renewing (frozen, or cut off from the database)
         assert new.acquire()
         assert not old.renew(), "a lapsed holder renewed a fence another worker holds"
 
@@ -58,14 +59,14 @@ def test_an_outcome_from_a_worker_that_lost_its_lane_is_dropped_with_its_effects
     """Worker A runs a deposit; its fence lapses and B re-claims the request. A's outcome and
     its deposit are both dropped: the user's balance moves once, by B's run."""
     user = make_user("quinn")
-    a, b = fence(app, user, "worker:a", seconds=0.3), fence(app, user, "worker:b")
+    a, b = fence(app, user, "worker:a"), fence(app, user, "worker:b")
     monkeypatch.setattr(app.extensions["lanes_events"], "emit_along", lambda *args, **kwargs: [])
     with app.app_context():
         request_id = submit_request(user, "ledger.deposit", {"amount": 40}).request.id
         assert a.acquire()
         row_a, lane_a = claim_next(user, "worker:a")
         db.session.expunge(row_a)  # A's copy of the row, as A's own process would hold it
-        time.sleep(0.5)
+        lapse(app, user)  # A stopped renewing (frozen, or cut off from the database) past its expiry
         assert b.acquire(), "A's fence lapsed"
         row_b, lane_b = claim_next(user, "worker:b")
         assert row_b.id == request_id and row_b.attempts == 2, "B re-runs the request A was running"
@@ -78,6 +79,13 @@ def test_an_outcome_from_a_worker_that_lost_its_lane_is_dropped_with_its_effects
         final = db.session.get(LaneRequest, request_id)
         assert (final.status, final.attempts, final.result) == ("finished", 2, {"balance": 40})
         assert db.session.get(LedgerAccount, user).balance == 40, "the deposit was applied twice"
+
+
+def lapse(app, user_id: int) -> None:
+    """Let the lane's fence run out now, as it does once its holder stops renewing it."""
+    with app.app_context():
+        db.session.execute(update(LaneOwner).where(LaneOwner.user_id == user_id).values(expires_ms=0))
+        db.session.commit()
 
 
 def rows_of(app, user_id: int) -> list[LaneRequest]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import rq_dashboard
-from flask import Flask, request
+from flask import Flask, redirect, request, url_for
+from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 
 from webapp import errors, system_log
 from webapp.admin.routes import refuse_unless_admin
-from webapp.extensions import csrf
+from webapp.extensions import csrf, get_redis
 
 URL_PREFIX = "/admin/rq"
 ACTIONS = {
@@ -32,7 +33,9 @@ def mount_rq_dashboard(app: Flask) -> None:
     # adding hooks to a blueprint once registered: so the guards go on this app, keyed by the
     # blueprint's name, which is what ``blueprint.before_request`` would do. Listed before the
     # blueprint's own hooks, they run first.
-    app.before_request_funcs.setdefault(rq_dashboard.blueprint.name, []).extend([refuse_unless_admin, guard_actions])
+    app.before_request_funcs.setdefault(rq_dashboard.blueprint.name, []).extend(
+        [refuse_unless_admin, guard_actions, jobs_of_a_real_queue]
+    )
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)
     rq_dashboard.web.setup_rq_connection(app)
     # Its buttons post without our CSRF token: guard_actions checks the origin instead.
@@ -71,3 +74,18 @@ def same_origin() -> bool:
         return False
     parts = urlsplit(source)
     return f"{parts.scheme}://{parts.netloc}" == request.host_url.rstrip("/")
+
+
+def jobs_of_a_real_queue():
+    """rq-dashboard's "Jobs" tab without a queue shows RQ's ``default`` queue, which Lanes never uses
+    (a phantom queue in the list). Send it to the first lane's jobs instead, or to the queue list."""
+    if request.endpoint != "rq_dashboard.jobs_overview" or request.view_args.get("queue_name") is not None:
+        return None
+    instance = request.view_args.get("instance_number", 0)
+    names = sorted(queue.name for queue in Queue.all(connection=get_redis()))
+    if not names:
+        return redirect(url_for("rq_dashboard.queues_overview", instance_number=instance))
+    return redirect(url_for(
+        "rq_dashboard.jobs_overview", instance_number=instance, queue_name=names[0], registry_name="queued",
+        per_page=8, order="asc", page=1,
+    ))

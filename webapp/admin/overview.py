@@ -8,14 +8,12 @@ from datetime import datetime, timedelta
 
 import redis
 from rq import Worker
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 
 from webapp.extensions import db
 from webapp.lanes import keys
 from webapp.lanes.rq_adapter import current_job_id
-from webapp.models import FINISHED, STATUSES, LaneRequest, User, utcnow
-
-THROUGHPUT_MINUTES = 15
+from webapp.models import STATUSES, LaneRequest, User, utcnow
 
 
 @dataclass
@@ -47,7 +45,6 @@ class Overview:
     workers: list[WorkerRow] = field(default_factory=list)
     supervisors: list[tuple[str, float]] = field(default_factory=list)  # (id, seconds since heartbeat)
     counts_last_hour: dict[str, int] = field(default_factory=dict)
-    finished_per_minute: list[tuple[datetime, int]] = field(default_factory=list)
 
 
 def read_overview(connection: redis.Redis) -> Overview:
@@ -66,7 +63,6 @@ def read_overview(connection: redis.Redis) -> Overview:
         (member.decode(), now - score) for member, score in connection.zrange(keys.SUPERVISORS, 0, -1, withscores=True)
     ]
     overview.counts_last_hour = counts_by_status(utcnow() - timedelta(hours=1))
-    overview.finished_per_minute = finished_per_minute(THROUGHPUT_MINUTES)
     return overview
 
 
@@ -103,17 +99,3 @@ def counts_by_status(since: datetime) -> dict[str, int]:
     counts = dict.fromkeys(STATUSES, 0)
     counts.update({status: count for status, count in rows})
     return counts
-
-
-def finished_per_minute(minutes: int) -> list[tuple[datetime, int]]:
-    """Requests finished in each of the last ``minutes`` whole minutes, oldest first, in one query."""
-    end = utcnow().replace(second=0, microsecond=0) + timedelta(minutes=1)
-    starts = [end - timedelta(minutes=minutes - index) for index in range(minutes)]
-    ended = LaneRequest.ended_at
-    buckets = [
-        func.count().filter(and_(ended >= start, ended < start + timedelta(minutes=1))) for start in starts
-    ]
-    counts = db.session.execute(
-        select(*buckets).where(LaneRequest.status == FINISHED, ended >= starts[0])
-    ).one()
-    return list(zip(starts, counts, strict=True))

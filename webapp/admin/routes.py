@@ -1,25 +1,31 @@
-"""``/admin``: the operator's view of lanes, workers, supervisors and throughput (admins only)."""
+"""``/admin``: the operator's live view of lanes, workers, supervisors and the last hour (admins only)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import wraps
 
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 
 from webapp import errors, system_log
-from webapp.admin.overview import THROUGHPUT_MINUTES, read_overview
+from webapp.admin.charts import WINDOW_MINUTES, per_minute
+from webapp.admin.overview import Overview, read_overview
 from webapp.api import query_parameters as query
 from webapp.auth.accounts import end_sessions
 from webapp.extensions import db, get_redis, login_manager
 from webapp.ids import MAX_ID
-from webapp.models import SystemEvent, User, UserSession
+from webapp.lanes import request_logs
+from webapp.lanes.representation import iso
+from webapp.models import LaneRequest, SystemEvent, User, UserSession, utcnow
 
 EVENTS_PER_PAGE = 50
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+POLL_SECONDS = 5  # how often the page asks for fresh numbers (static/js/admin.js reads it from the page)
 
 
 def refuse_unless_admin():
@@ -39,10 +45,91 @@ def admin_required(view):
     return guarded
 
 
+def grafana_url() -> str | None:
+    """``LANES_GRAFANA_URL`` when it is a web address (never a ``javascript:`` link)."""
+    url = current_app.config.get("LANES_GRAFANA_URL") or ""
+    return url if url.startswith(("http://", "https://")) else None
+
+
 @bp.get("")
 @admin_required
 def index():
-    return render_template("admin/index.html", overview=read_overview(get_redis()), minutes=THROUGHPUT_MINUTES)
+    now = utcnow()
+    return render_template(
+        "admin/index.html", overview=read_overview(get_redis()), series=per_minute(now), generated_at=iso(now),
+        minutes=WINDOW_MINUTES, poll_seconds=POLL_SECONDS, grafana_url=grafana_url(),
+    )
+
+
+@bp.get("/overview.json")
+@admin_required
+def overview_json():
+    """What the page shows, for its live refresh: lanes, workers, supervisors, counts and the chart series."""
+    overview = read_overview(get_redis())
+    now = utcnow()
+    response = jsonify(generated_at=iso(now), **overview_body(overview), series=per_minute(now))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def overview_body(overview: Overview) -> dict:
+    return {
+        "lanes": [
+            {
+                "user_id": lane.user_id, "username": lane.username, "lane": f"lane:{lane.user_id}",
+                "queued": lane.queued, "lease_holder": lane.lease_holder,
+                "waiting_for_worker": lane.waiting_for_worker, "url": lane_url(lane.user_id),
+            }
+            for lane in overview.lanes
+        ],
+        "workers": [
+            {
+                "name": worker.name, "pid": worker.pid, "state": worker.state, "queues": worker.queues,
+                "current_job": worker.current_job,
+                "current_job_url": request_url(worker.current_job) if worker.current_job else None,
+            }
+            for worker in overview.workers
+        ],
+        "supervisors": [{"id": supervisor, "heartbeat_age": round(age, 1)} for supervisor, age in overview.supervisors],
+        "counts_last_hour": overview.counts_last_hour,
+    }
+
+
+def lane_url(user_id: int) -> str:
+    """The lane's queue in rq-dashboard (what waits in it now)."""
+    return url_for(
+        "rq_dashboard.jobs_overview", instance_number=0, queue_name=f"lane:{user_id}", registry_name="queued",
+        per_page=8, order="asc", page=1,
+    )
+
+
+@bp.context_processor
+def links():
+    return {"lane_url": lane_url, "request_url": request_url}
+
+
+@bp.app_template_filter("minute_utc")
+def minute_utc(epoch_seconds: int) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%H:%M")
+
+
+def request_url(job_id: str) -> str:
+    return url_for("admin.request_detail", request_id=job_id) if job_id.isdigit() else url_for(
+        "rq_dashboard.job_view", instance_number=0, job_id=job_id
+    )
+
+
+@bp.get("/requests/<id:request_id>")
+@admin_required
+def request_detail(request_id: int):
+    """Any user's request, read-only, with its log: where the admin page's "current job" links lead."""
+    row = db.session.get(LaneRequest, request_id)
+    if row is None:
+        raise errors.NotFound("No such request.")
+    owner = db.session.get(User, row.user_id)
+    return render_template(
+        "admin/request.html", row=row, owner=owner, log=request_logs.read_log(row), lane_url=lane_url(row.user_id),
+    )
 
 
 @bp.get("/rq")

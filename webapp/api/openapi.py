@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 from jobs.registry import all_job_types
+from webapp import errors
 from webapp.api.query_parameters import MAX_WAIT_SECONDS
+from webapp.lanes.request_logs import MAX_LINE_LENGTH, MAX_LINES
 from webapp.models import STATUSES
 
-ERROR_CODES = [
-    "invalid_json", "invalid_request", "unauthorized", "invalid_credentials", "forbidden", "not_found",
-    "method_not_allowed", "not_cancelable", "idempotency_conflict", "payload_too_large",
-    "unsupported_media_type", "unknown_job_type", "invalid_payload", "lane_full", "rate_limited",
-    "service_unavailable",
-]
-FAILURE_CODES = ["insufficient_funds", "worker_lost", "timeout", "job_error"]
+# Codes come from the error types themselves (webapp/errors.py): no second list to keep in step.
+ERROR_CODES = list(dict.fromkeys(error_type.code for error_type in errors.client_error_types()))
+FAILURE_CODES = list(errors.JOB_FAILURE_CODES)
+# Each error response of the document: the error types it stands for, and when they happen.
+ERROR_RESPONSES = {
+    "BadRequest": ((errors.InvalidJson, errors.InvalidRequest), "a bad body, header or query parameter"),
+    "Unauthorized": ((errors.Unauthorized,), "no, an invalid or a revoked bearer token"),
+    "InvalidCredentials": ((errors.InvalidCredentials,), "wrong user name or password"),
+    "Forbidden": ((errors.Forbidden,), "not allowed"),
+    "NotFound": ((errors.NotFound,), "no such request, or not yours"),
+    "MethodNotAllowed": ((errors.MethodNotAllowed,), "the path does not take this method"),
+    "Conflict": ((errors.NotCancelable, errors.IdempotencyConflict), "the request's state or key forbids it"),
+    "PayloadTooLarge": ((errors.PayloadTooLarge,), "the body is over the server's limit"),
+    "UnsupportedMediaType": ((errors.UnsupportedMediaType,), "the body must be application/json"),
+    "UnprocessableEntity": (
+        (errors.UnknownJobType, errors.InvalidPayload),
+        "the job type or its payload is refused (details name the fields)",
+    ),
+    "TooManyRequests": ((errors.LaneFull, errors.RateLimited), "wait for Retry-After seconds"),
+    "ServiceUnavailable": ((errors.ServiceUnavailable,), "the database or Redis is down; nothing was done"),
+}
+RETRY_AFTER_RESPONSES = {"TooManyRequests", "ServiceUnavailable"}
 TIMESTAMP = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
 
 
@@ -39,7 +56,8 @@ def openapi_document() -> dict:
             "version": "1",
             "description": (
                 "Every user has a private FIFO lane: requests run one at a time, in the order submitted. "
-                "Errors are always `{\"error\": {\"code\", \"message\", \"details\"}}`."
+                "Errors are always `{\"error\": {\"code\", \"message\", \"details\"}}`. "
+                "Live events (Socket.IO) and the job types are described in the repository's docs/api.md."
             ),
         },
         "servers": [{"url": "/api/v1"}],
@@ -142,6 +160,38 @@ def _paths() -> dict:
                 },
             },
         },
+        "/requests/{id}/rerun": {
+            "parameters": [{"$ref": "#/components/parameters/RequestId"}],
+            "post": {
+                "operationId": "rerunRequest",
+                "summary": "Submit a new request with the same type and payload as one of yours",
+                "parameters": [{"$ref": "#/components/parameters/IdempotencyKey"}],
+                "responses": {
+                    "202": {
+                        "description": "The new request, queued.",
+                        "headers": {
+                            "Location": {"description": "The new request's URL.", "schema": {"type": "string"}},
+                        },
+                        **request_object,
+                    },
+                    "200": {"description": "An Idempotency-Key replay: the earlier request.", **request_object},
+                    "400": error("BadRequest"), "401": error("Unauthorized"), "404": error("NotFound"),
+                    "409": error("Conflict"), "422": error("UnprocessableEntity"), "429": error("TooManyRequests"),
+                },
+            },
+        },
+        "/requests/{id}/logs": {
+            "parameters": [{"$ref": "#/components/parameters/RequestId"}],
+            "get": {
+                "operationId": "getRequestLog",
+                "summary": "The lines the request's job wrote, oldest first",
+                "parameters": [{"$ref": "#/components/parameters/LogLimit"}, {"$ref": "#/components/parameters/After"}],
+                "responses": {
+                    "200": {"description": "One page of the log.", **json_content(ref("LogPage"))},
+                    "400": error("BadRequest"), "401": error("Unauthorized"), "404": error("NotFound"),
+                },
+            },
+        },
         "/lane": {
             "get": {
                 "operationId": "getLane", "summary": "Your lane: what runs and what waits, in order",
@@ -222,6 +272,25 @@ def _schemas() -> dict:
                 "next": {**nullable_int, "description": "Pass as `before` for the next page; null on the last."},
             },
         },
+        "LogPage": {
+            "type": "object", "required": ["lines", "next"],
+            "properties": {
+                "lines": {
+                    "type": "array", "maxItems": MAX_LINES,
+                    "items": {
+                        "type": "object", "required": ["at", "text"],
+                        "properties": {"at": TIMESTAMP, "text": {"type": "string", "maxLength": MAX_LINE_LENGTH}},
+                    },
+                },
+                "next": {
+                    **nullable_int,
+                    "description": (
+                        "Pass as `after` to read on; null once the whole log was read and the request has "
+                        "ended (while it runs, more lines may come)."
+                    ),
+                },
+            },
+        },
         "Lane": {
             "type": "object", "required": ["name", "length", "running", "pending"],
             "properties": {
@@ -299,6 +368,14 @@ def _parameters() -> dict:
             "name": "before", "in": "query", "description": "The `next` cursor of the previous page.",
             "schema": {"type": "integer", "minimum": 1},
         },
+        "LogLimit": {
+            "name": "limit", "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LINES, "default": MAX_LINES},
+        },
+        "After": {
+            "name": "after", "in": "query", "description": "The `next` cursor of the previous page.",
+            "schema": {"type": "integer", "minimum": 0},
+        },
         "IdempotencyKey": {
             "name": "Idempotency-Key", "in": "header",
             "description": (
@@ -311,21 +388,18 @@ def _parameters() -> dict:
 
 
 def _error_responses() -> dict:
-    def response(description: str, retry_after: bool = False) -> dict:
-        body = {"description": description, **json_content(ref("Error"))}
-        if retry_after:
+    """One response per entry of ``ERROR_RESPONSES``; its codes are those of its error types."""
+    responses = {}
+    for name, (error_types, when) in ERROR_RESPONSES.items():
+        codes = [error_type.code for error_type in error_types]
+        schema = {
+            "allOf": [
+                ref("Error"),
+                {"properties": {"error": {"properties": {"code": {"enum": codes}}}}},
+            ],
+        }
+        body = {"description": f"{' or '.join(f'`{code}`' for code in codes)}: {when}.", **json_content(schema)}
+        if name in RETRY_AFTER_RESPONSES:
             body["headers"] = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
-        return body
-
-    return {
-        "BadRequest": response("invalid_json or invalid_request (a bad body, header or query parameter)."),
-        "Unauthorized": response("unauthorized: no, an invalid or a revoked bearer token."),
-        "InvalidCredentials": response("invalid_credentials: wrong user name or password."),
-        "NotFound": response("not_found: no such request, or not yours."),
-        "Conflict": response("not_cancelable or idempotency_conflict."),
-        "PayloadTooLarge": response("payload_too_large: the body is over the server's limit."),
-        "UnsupportedMediaType": response("unsupported_media_type: the body must be application/json."),
-        "UnprocessableEntity": response("unknown_job_type or invalid_payload (details name the fields)."),
-        "TooManyRequests": response("lane_full or rate_limited.", retry_after=True),
-        "ServiceUnavailable": response("service_unavailable: nothing was done.", retry_after=True),
-    }
+        responses[name] = body
+    return responses

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, g, jsonify, request, url_for
+from flask import Blueprint, g, jsonify, render_template, request, url_for
 
 from jobs.registry import all_job_types
 from webapp import errors
@@ -15,7 +15,7 @@ from webapp.api.requests_body import json_object
 from webapp.auth.accounts import authenticate, issue_token, revoke_token, token_name_problem
 from webapp.client_address import client_address
 from webapp.ids import MAX_ID
-from webapp.lanes import service
+from webapp.lanes import request_logs, service
 from webapp.lanes.representation import iso, request_object
 from webapp.models import STATUSES
 
@@ -56,19 +56,49 @@ def list_job_types():
     )
 
 
-@bp.post("/requests")
-def submit_request():
+def idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
         raise errors.InvalidRequest(
             "Idempotency-Key must be 1 to 255 printable ASCII characters.", details={"header": "Idempotency-Key"}
         )
-    body = json_object(required=("type", "payload"))
-    submitted = service.submit_request(g.api_user.id, body["type"], body["payload"], idempotency_key=key)
+    return key
+
+
+def submitted_response(submitted: service.Submitted):
+    """202 with the new request (200 for an Idempotency-Key replay), and its address."""
     response = jsonify(request_object(submitted.request, submitted.position))
     response.status_code = 202 if submitted.created else 200
     response.headers["Location"] = url_for("api.get_request", request_id=submitted.request.id)
     return response
+
+
+@bp.post("/requests")
+def submit_request():
+    key = idempotency_key()
+    body = json_object(required=("type", "payload"))
+    return submitted_response(service.submit_request(g.api_user.id, body["type"], body["payload"], idempotency_key=key))
+
+
+@bp.post("/requests/<request_id>/rerun")
+def rerun_request(request_id: str):
+    """A new request with the same type and payload as one of the user's requests."""
+    key = idempotency_key()
+    original = service.get_request(g.api_user.id, request_id)
+    return submitted_response(
+        service.submit_request(g.api_user.id, original.type, original.payload, idempotency_key=key)
+    )
+
+
+@bp.get("/requests/<request_id>/logs")
+def request_log(request_id: str):
+    row = service.get_request(g.api_user.id, request_id)
+    page = request_logs.read_log(
+        row,
+        limit=query.integer("limit", request_logs.MAX_LINES, 1, request_logs.MAX_LINES),
+        after=query.integer("after", None, 0, MAX_ID),
+    )
+    return jsonify(lines=page.lines, next=page.next_cursor)
 
 
 @bp.get("/requests/<request_id>")
@@ -117,3 +147,10 @@ def lane():
 @public
 def openapi():
     return jsonify(openapi_document())
+
+
+@bp.get("/docs")
+@public
+def docs():
+    """The OpenAPI document rendered for people (Swagger UI, served from our static files)."""
+    return render_template("api/docs.html")

@@ -9,7 +9,7 @@ from flask import Flask
 from markupsafe import Markup, escape
 
 from jobs.registry import get_job_type
-from webapp.models import CANCELED, FAILED, FINISHED, QUEUED, STARTED, LaneRequest
+from webapp.models import CANCELED, FAILED, FINISHED, QUEUED, STARTED, TERMINAL_STATUSES, LaneRequest, utcnow
 
 SUMMARY_LENGTH = 160
 
@@ -26,15 +26,20 @@ def shorten(text: str, length: int = SUMMARY_LENGTH) -> str:
     return text if len(text) <= length else text[: length - 1] + "…"
 
 
+def value_in_words(value) -> str:
+    """A JSON value as people read it: text as is, whole numbers grouped (5,761,455), the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return json.dumps(value, ensure_ascii=False)
+
+
 def fields_in_words(values) -> str:
-    """``{"message": "hi", "delay_ms": 0}`` → ``message: hi, delay_ms: 0``."""
+    """``{"message": "hi", "count": 5761455}`` → ``message: hi, count: 5,761,455``."""
     if not isinstance(values, dict):
-        return json.dumps(values, ensure_ascii=False)
-    parts = []
-    for key, value in values.items():
-        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        parts.append(f"{key}: {shown}")
-    return ", ".join(parts)
+        return value_in_words(values)
+    return ", ".join(f"{key}: {value_in_words(value)}" for key, value in values.items())
 
 
 def outcome_in_words(row: LaneRequest, position: int | None = None) -> str:
@@ -73,17 +78,56 @@ def pretty_json(value) -> str:
 
 
 def when(value: datetime | None) -> Markup:
-    """A UTC timestamp as a ``<time>`` element (machine-readable, plainly written)."""
+    """A UTC timestamp as a ``<time>`` element; the browser shows it relative ("2 min ago"), exact on hover."""
     if value is None:
         return Markup('<span class="muted">—</span>')
     iso = value.isoformat().replace("+00:00", "Z")
-    return Markup(f'<time datetime="{escape(iso)}">{escape(value.strftime("%Y-%m-%d %H:%M:%S"))} UTC</time>')
+    exact = escape(value.strftime("%Y-%m-%d %H:%M:%S")) + " UTC"
+    return Markup(f'<time datetime="{escape(iso)}" title="{exact}" data-relative>{exact}</time>')
+
+
+def duration_in_words(seconds: float) -> str:
+    """``4.3 s``, ``2 min 5 s``, ``1 h 3 min`` (static/js/lanes.js writes the same while it ticks)."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+
+
+def durations(row: LaneRequest) -> Markup:
+    """How long a request waited and ran ("waited 4.3 s · ran 5.0 s"), as of now while it is pending.
+
+    The browser keeps the numbers moving from the data attributes while the request is pending.
+    """
+    now = utcnow()
+    waited_until = row.started_at or row.ended_at or now
+    parts = [f"waited {duration_in_words((waited_until - row.created_at).total_seconds())}"]
+    if row.started_at is not None:
+        parts.append(f"ran {duration_in_words(((row.ended_at or now) - row.started_at).total_seconds())}")
+    elif row.ended_at is not None:
+        parts.append("never ran")
+    stamps = {"created": row.created_at, "started": row.started_at, "ended": row.ended_at}
+    attributes = " ".join(
+        f'data-{name}="{escape(value.isoformat().replace("+00:00", "Z")) if value else ""}"'
+        for name, value in stamps.items()
+    )
+    return Markup(f'<span class="durations" {attributes}>{escape(" · ".join(parts))}</span>')
+
+
+def can_run_again(row: LaneRequest) -> bool:
+    """Whether "Run again" is offered: the request has ended and its job type still exists."""
+    return row.status in TERMINAL_STATUSES and get_job_type(row.type) is not None
 
 
 def init_app(app: Flask) -> None:
     app.add_template_filter(fields_in_words)
     app.add_template_filter(pretty_json)
     app.add_template_filter(when)
+    app.add_template_filter(value_in_words)
+    app.add_template_global(durations)
+    app.add_template_global(can_run_again)
     app.add_template_global(outcome_in_words)
     app.add_template_global(download_link)
     app.add_template_global(can_cancel)

@@ -47,7 +47,7 @@ class PayloadForm:
     itself, and its complaints are shown next to the fields with ``add_problems``.
     """
 
-    def __init__(self, job_type: JobType, formdata=None):
+    def __init__(self, job_type: JobType, formdata=None, data: dict | None = None):
         self.job_type = job_type
         schema = job_type.schema
         required = set(schema.get("required", []))
@@ -55,7 +55,7 @@ class PayloadForm:
             [(name, field_for(name, prop, name in required)) for name, prop in schema.get("properties", {}).items()],
             prefix="payload-",
         )
-        self.fields.process(formdata)
+        self.fields.process(formdata, data=data)  # data: an earlier payload, to run it again
         self.form_errors: list[str] = []
 
     def __iter__(self):

@@ -10,7 +10,7 @@ from webapp import errors
 from webapp.auth.routes import safe_next
 from webapp.console.forms import PayloadForm
 from webapp.ids import parse_id
-from webapp.lanes import service
+from webapp.lanes import request_logs, service
 from webapp.models import QUEUED, STATUSES, TERMINAL_STATUSES
 
 bp = Blueprint("console", __name__)
@@ -31,6 +31,14 @@ def root():
 @bp.get("/console")
 @login_required
 def index():
+    """The console; ``?rerun=<id>`` pre-fills the form with that request's type and payload (nothing is sent)."""
+    rerun = request.args.get("rerun")
+    if rerun is not None:
+        original = service.get_request(current_user.id, rerun)
+        job_type = get_job_type(original.type)
+        if job_type is None:
+            raise errors.NotFound(f"There is no job type named {original.type!r} any more.")
+        return render_console(job_type, PayloadForm(job_type, data=original.payload), rerun_of=original)
     name = request.args.get("type") or default_job_type_name()
     job_type = get_job_type(name)
     if job_type is None:
@@ -69,7 +77,8 @@ def submit():
     except (errors.LaneFull, errors.RateLimited, errors.UnknownJobType) as problem:
         form.form_errors.append(problem.message)
         return render_console(job_type, form, problem.status, problem.headers)
-    flash(f"Request #{submitted.request.id} queued (position {submitted.position}).", "success")
+    row = submitted.request
+    flash_about(row, f"Request #{row.id} queued (position {submitted.position}).", "success")
     return redirect(url_for("console.index", type=job_type.name))
 
 
@@ -82,9 +91,9 @@ def cancel(request_id: int):
         flash(f"Request #{request_id} was not canceled: {refusal.message}", "error")
     else:
         if done:
-            flash(f"Request #{row.id} canceled.", "success")
+            flash_about(row, f"Request #{row.id} canceled.", "success")
         else:
-            flash(f"Request #{row.id} is running; it was asked to stop.", "info")
+            flash_about(row, f"Request #{row.id} is running; it was asked to stop.", "info")
     return redirect(safe_next(request.form.get("next")))
 
 
@@ -92,7 +101,11 @@ def cancel(request_id: int):
 @login_required
 def detail(request_id: int):
     row = service.get_request(current_user.id, request_id)
-    return render_template("console/request.html", row=row, position=service.position_of(row))
+    response = make_response(render_template(
+        "console/request.html", row=row, position=service.position_of(row), log=request_logs.read_log(row),
+    ))
+    response.headers["Cache-Control"] = "no-store"  # the live layer re-reads it
+    return response
 
 
 @bp.get("/console/history")
@@ -122,16 +135,22 @@ def history_filters(args) -> tuple[str | None, str | None, int | None]:
     return status, type_name, before
 
 
+def flash_about(row, message: str, category: str) -> None:
+    """A message about one request in its current state: the page's live layer keeps it in step."""
+    flash(message, f"{category} request:{row.id}:{row.status}")
+
+
 def default_job_type_name() -> str:
     if get_job_type(DEFAULT_JOB_TYPE) is not None:
         return DEFAULT_JOB_TYPE
     return all_job_types()[0].name
 
 
-def render_console(job_type: JobType, form: PayloadForm, status: int = 200, headers: dict | None = None):
+def render_console(job_type: JobType, form: PayloadForm, status: int = 200, headers: dict | None = None,
+                   rerun_of=None):
     html = render_template(
         "console/index.html", job_types=all_job_types(), job_type=job_type, form=form,
-        lane=lane_view(current_user.id),
+        lane=lane_view(current_user.id), rerun_of=rerun_of,
     )
     return html, status, headers or {}
 

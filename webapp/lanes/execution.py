@@ -28,6 +28,7 @@ from webapp.extensions import db, get_redis
 from webapp.lanes import keys
 from webapp.lanes.fence import held_by
 from webapp.lanes.representation import lane_event, request_object
+from webapp.lanes.request_logs import RequestLogWriter
 from webapp.lanes.worker_metrics import job_ended
 from webapp.models import CANCELED, FAILED, FINISHED, PENDING_STATUSES, STARTED, LaneRequest, utcnow
 
@@ -189,6 +190,7 @@ def run_job(row: LaneRequest) -> tuple[str, dict | None, str | None, str | None]
         settings=current_app.config,
         report_progress=lambda percent, message: report_progress(row, percent, message),
         cancel_requested=lambda: cancel_requested(row.id),
+        write_log=RequestLogWriter(row.id, row.user_id),  # on its own connection, like progress
     )
     try:
         if job_type is None:

@@ -86,6 +86,7 @@ class Supervisor:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.children: dict[int, Child] = {}
         self.board = SlotBoard(self.config["LANES_MAX_WORKERS"])
+        self.crowded = False  # every slot taken and lanes waiting (then reap and admit on a short tick)
         self.stopping = False
         self.next_reconcile = 0.0
 
@@ -157,18 +158,20 @@ class Supervisor:
             self.next_reconcile = now + self.config["LANES_RECONCILE_SECONDS"]
             self.housekeeping()
         # Sleep until a submit nudges us (or a tick passes, to reap and retry).
-        making_room = any(child.stopping_since is not None for child in self.children.values())
+        making_room = self.crowded or any(child.stopping_since is not None for child in self.children.values())
         tick = self.STOPPING_TICK_SECONDS if making_room else self.TICK_SECONDS
         ready_index.sleep_until_nudged(self.connection, tick)
 
     def make_room(self) -> None:
         """Every slot taken and lanes waiting: say so on the board (a lane worker whose lane empties then
         leaves at once), and stop the lane workers that are idle already (their lanes are empty)."""
-        if len(self.children) < self.config["LANES_MAX_WORKERS"]:
-            self.board.set_crowded(False)
+        self.crowded = False
+        if len(self.children) >= self.config["LANES_MAX_WORKERS"]:
+            waiting = ready_index.waiting(self.connection, grace=0, limit=len(self.children))
+            self.crowded = bool(waiting)
+        self.board.set_crowded(self.crowded)
+        if not self.crowded:
             return
-        waiting = ready_index.waiting(self.connection, grace=0, limit=len(self.children))
-        self.board.set_crowded(bool(waiting))
         idle = [pid for pid, child in self.children.items()
                 if child.stopping_since is None and self.board.is_idle(child.slot)]
         for pid in idle[:len(waiting)]:

@@ -44,6 +44,61 @@
     var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("lane");
     var current = document.getElementById("lane");
     if (fresh && current) { current.replaceWith(document.importNode(fresh, true)); }
+    afterSwap();
+  }
+
+  function afterSwap() {
+    window.Lanes.refreshTimes();
+    window.Lanes.refreshDurations();
+    window.Lanes.syncFlashes();
+    catchUpFlashes();
+  }
+
+  // The latest event seen per request: a flash that arrives after its request moved on catches up.
+  var RANK = { queued: 0, started: 1, finished: 2, failed: 2, canceled: 2 };
+  var latest = {};
+  function remember(data) {
+    if (data && data.id !== undefined && data.status) {
+      latest[data.id] = data;
+      window.Lanes.followFlash(data);
+    }
+  }
+  function catchUpFlashes() {
+    document.querySelectorAll(".flash[data-request-id]").forEach(function (flash) {
+      var seen = latest[flash.getAttribute("data-request-id")];
+      if (seen && RANK[seen.status] > (RANK[flash.getAttribute("data-status")] || 0)) { window.Lanes.followFlash(seen); }
+    });
+  }
+
+  // Choosing another job type (mouse or arrow keys) swaps in its form; the page stays, and so does focus.
+  var picker = document.getElementById("job-type");
+  if (picker) {
+    picker.form.querySelectorAll("[data-hide-with-js]").forEach(function (button) { button.hidden = true; });
+    var wanted = null;
+    picker.addEventListener("change", function () {
+      var url = picker.form.action + "?type=" + encodeURIComponent(picker.value);
+      wanted = url;
+      fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
+        .then(function (response) { return response.ok ? response.text() : null; })
+        .then(function (html) {
+          if (html === null || wanted !== url) { return; }  // a later choice overtook this one
+          var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("submit-form");
+          var form = document.getElementById("submit-form");
+          if (fresh && form) { form.replaceWith(document.importNode(fresh, true)); }
+          var note = document.getElementById("rerun-note");
+          if (note) { note.remove(); }
+          history.replaceState(null, "", url);
+        })
+        .catch(function () { window.location.href = url; });
+    });
+  }
+
+  // After a submit, focus goes back to the form: the first field with an error, else the first field.
+  function focusForm(form) {
+    var target = form.querySelector("[aria-invalid=true]") ||
+      form.querySelector(".field input:not([type=hidden]), .field select, .field textarea") ||
+      form.querySelector("button[type=submit]");
+    if (target) { target.focus(); }
   }
 
   function moveProgress(data) {
@@ -79,10 +134,17 @@
         showMessages(doc);
         if (isSubmit) {
           var freshForm = doc.getElementById("submit-form");
-          if (freshForm) { form.replaceWith(document.importNode(freshForm, true)); }
+          if (freshForm) {
+            var imported = document.importNode(freshForm, true);
+            form.replaceWith(imported);
+            focusForm(imported);
+          }
+          var note = document.getElementById("rerun-note");
+          if (note && result[0].ok) { note.remove(); }
         }
         var freshLane = doc.getElementById("lane");
         if (freshLane) { document.getElementById("lane").replaceWith(document.importNode(freshLane, true)); }
+        afterSwap();
       })
       .catch(function () { form.submit(); })
       .then(function () { if (button) { button.disabled = false; } });
@@ -95,7 +157,12 @@
   });
   socket.on("disconnect", function () { setStatus("offline", "Connection lost; reconnecting…"); });
   socket.on("connect_error", function () { setStatus("offline", "Connection lost; reconnecting…"); });
-  LANE_EVENTS.forEach(function (name) { socket.on(name, refreshSoon); });
+  LANE_EVENTS.forEach(function (name) {
+    socket.on(name, function (data) {
+      if (name !== "lane.updated") { remember(data); }
+      refreshSoon();
+    });
+  });
   socket.on("request.progress", moveProgress);
   window.lanesSocket = socket;  // for the browser tests and the curious
 })();
