@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -33,6 +34,7 @@ class JobContext:
     request_id: int
     session: Session
     attempt: int = 1
+    settings: Mapping[str, Any] = field(default_factory=dict)  # the app's configuration, read-only
     report_progress: Callable[[int, str], None] = lambda percent, message: None
     cancel_requested: Callable[[], bool] = lambda: False
     write_log: Callable[[str], None] = lambda text: None

@@ -2,6 +2,9 @@
 
 The file is an ``ExportFile`` row keyed by the export's request id, so any web host can serve
 it at ``/downloads/<request id>`` and a re-run replaces it instead of adding a second one.
+It is rendered batch by batch into a spooled temporary file (memory stays bounded however long
+the history), then kept if the user's exports stay within ``LANES_EXPORT_QUOTA_BYTES``; exports
+older than ``LANES_EXPORT_TTL_DAYS`` expire (refused for download, deleted at the next export).
 """
 
 from __future__ import annotations
@@ -9,13 +12,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
-from jobs.context import JobContext
+from jobs.context import JobContext, JobFailed
 from jobs.registry import job_type
 from webapp.lanes.representation import iso
 from webapp.models import ExportFile, LaneRequest, utcnow
@@ -28,6 +33,8 @@ COLUMNS = (
 TIMESTAMPS = ("created_at", "started_at", "ended_at")
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 READ_SHARE = 90  # percent of the progress bar spent reading; the rest is rendering and saving
+SPOOL_BYTES = 1024 * 1024  # rendered output beyond this goes to a temporary file, not memory
+DEFAULT_TTL_DAYS, DEFAULT_QUOTA_BYTES = 7, 50 * 1024 * 1024
 
 
 @job_type(
@@ -49,20 +56,49 @@ def export(ctx: JobContext, payload: dict) -> dict:
         select(func.count()).where(LaneRequest.user_id == ctx.user_id, LaneRequest.id <= ctx.request_id)
     )
     ctx.log(f"Exporting {total:,} requests (up to #{ctx.request_id}) as {file_format.upper()}.")
-    records: list[dict] = []
-    for batch in _history_batches(ctx.session, ctx.user_id, ctx.request_id):
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        output = io.TextIOWrapper(spool, encoding="utf-8", newline="")
+        render = _CsvRenderer(output) if file_format == "csv" else _JsonRenderer(output)
+        rows = 0
+        for batch in _history_batches(ctx.session, ctx.user_id, ctx.request_id):
+            ctx.check_canceled()
+            for row in batch:
+                render.add(_record(row))
+            rows += len(batch)
+            ctx.log(f"Read requests #{batch[0].id} to #{batch[-1].id} ({rows:,} of {total:,}).")
+            ctx.progress(READ_SHARE * rows / max(total, 1), f"read {rows:,} of {total:,} requests")
         ctx.check_canceled()
-        records.extend(_record(row) for row in batch)
-        ctx.log(f"Read requests #{batch[0].id} to #{batch[-1].id} ({len(records):,} of {total:,}).")
-        ctx.progress(READ_SHARE * len(records) / max(total, 1), f"read {len(records):,} of {total:,} requests")
-    ctx.check_canceled()
-    content = _render_csv(records) if file_format == "csv" else _render_json(records)
-    # Progress and log lines are written on their own connection; with SQLite's single writer they
-    # must come before this transaction starts writing, or they would wait on our lock.
-    ctx.log(f"Rendered {len(records):,} rows: {len(content):,} bytes of {file_format.upper()}; saving the file.")
-    ctx.progress(READ_SHARE + 5, "saving the file", force=True)
-    _save(ctx, file_format, content, len(records))
-    return {"download": f"/downloads/{ctx.request_id}", "rows": len(records)}
+        render.finish(rows)
+        output.flush()
+        size = spool.tell()
+        # Progress and log lines are written on their own connection; with SQLite's single writer they
+        # must come before this transaction starts writing, or they would wait on our lock.
+        ctx.log(f"Rendered {rows:,} rows: {size:,} bytes of {file_format.upper()}; saving the file.")
+        _make_room(ctx, size)
+        ctx.progress(READ_SHARE + 5, "saving the file", force=True)
+        spool.seek(0)
+        _save(ctx, file_format, spool.read(), rows)
+        output.detach()
+    return {"download": f"/downloads/{ctx.request_id}", "rows": rows}
+
+
+def _make_room(ctx: JobContext, size: int) -> None:
+    """Drop the user's expired exports; fail if this one would take them over their quota."""
+    ttl_days = ctx.settings.get("LANES_EXPORT_TTL_DAYS", DEFAULT_TTL_DAYS)
+    quota = ctx.settings.get("LANES_EXPORT_QUOTA_BYTES", DEFAULT_QUOTA_BYTES)
+    ctx.session.execute(delete(ExportFile).where(
+        ExportFile.user_id == ctx.user_id, ExportFile.created_at < utcnow() - timedelta(days=ttl_days)
+    ))
+    used = ctx.session.scalar(
+        select(func.coalesce(func.sum(func.length(ExportFile.content)), 0))
+        .where(ExportFile.user_id == ctx.user_id, ExportFile.request_id != ctx.request_id)
+    )
+    if used + size > quota:
+        raise JobFailed(
+            "job_error",
+            f"This export ({size:,} bytes) would take your stored exports to {used + size:,} bytes, over the "
+            f"quota of {quota:,}; older exports expire after {ttl_days} days.",
+        )
 
 
 def _history_batches(session: Session, user_id: int, up_to: int) -> Iterator[list[Row]]:
@@ -88,14 +124,18 @@ def _record(row: Row) -> dict:
     return record
 
 
-def _render_csv(records: list[dict]) -> bytes:
+class _CsvRenderer:
     """One row per request under a header; payload and result are JSON text, absent values empty."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(COLUMNS)
-    for record in records:
-        writer.writerow([_csv_cell(record[column]) for column in COLUMNS])
-    return buffer.getvalue().encode()
+
+    def __init__(self, output):
+        self.writer = csv.writer(output)
+        self.writer.writerow(COLUMNS)
+
+    def add(self, record: dict) -> None:
+        self.writer.writerow([_csv_cell(record[column]) for column in COLUMNS])
+
+    def finish(self, rows: int) -> None:
+        pass
 
 
 def _csv_cell(value) -> str | int:
@@ -106,9 +146,19 @@ def _csv_cell(value) -> str | int:
     return value
 
 
-def _render_json(records: list[dict]) -> bytes:
-    document = {"exported_at": iso(utcnow()), "rows": len(records), "requests": records}
-    return json.dumps(document, indent=1).encode()
+class _JsonRenderer:
+    """``{"exported_at", "rows", "requests": [...]}``, written one request at a time."""
+
+    def __init__(self, output):
+        self.output, self.first = output, True
+        output.write('{"exported_at": ' + json.dumps(iso(utcnow())) + ', "requests": [')
+
+    def add(self, record: dict) -> None:
+        self.output.write(("\n " if self.first else ",\n ") + json.dumps(record))
+        self.first = False
+
+    def finish(self, rows: int) -> None:
+        self.output.write(f'\n], "rows": {rows}}}\n')
 
 
 def _save(ctx: JobContext, file_format: str, content: bytes, rows: int) -> None:

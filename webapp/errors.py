@@ -8,7 +8,7 @@ import redis
 import sqlalchemy.exc
 from flask import Flask, g, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 
 from webapp.extensions import login_manager
 
@@ -112,11 +112,12 @@ def client_error_types() -> list[type[LanesError]]:
 
 _HTTP_CODES = {
     400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
+    405: "method_not_allowed", 408: "invalid_request", 413: "payload_too_large", 415: "unsupported_media_type",
     429: "rate_limited", 503: "service_unavailable",
 }
+# sqlalchemy.exc.TimeoutError: no pooled connection came free within pool_timeout.
 UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-               sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+               sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
 
 
 def wants_json() -> bool:
@@ -154,6 +155,10 @@ def init_app(app: Flask) -> None:
     def handle_http(error: HTTPException):
         if error.code is not None and error.code < 400:  # routing redirects (e.g. a missing trailing slash)
             return error.get_response()
+        if isinstance(error, SecurityError):
+            # A Host outside TRUSTED_HOSTS: no URL can be built for it, so no page either.
+            message = "This host name is not served here."
+            return jsonify(error={"code": "invalid_request", "message": message, "details": {}}), 400
         lanes_error = LanesError(error.description)
         lanes_error.status = error.code or 500
         lanes_error.code = _HTTP_CODES.get(lanes_error.status, "invalid_request")

@@ -175,3 +175,29 @@ class RequestLogLine(db.Model):
     request_id: Mapped[int] = mapped_column(ForeignKey("lane_requests.id", ondelete="CASCADE"))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     text: Mapped[str] = mapped_column(Text)
+
+
+class UserSession(db.Model):
+    """A browser sign-in, checked on every request: ending it here ends the cookie everywhere."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the random ``sid`` in the signed cookie
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SystemEvent(db.Model):
+    """One line of the system log: who did what to whom, from where, when. Never a secret."""
+
+    __tablename__ = "system_events"
+    __table_args__ = (Index("ix_system_events_kind_id", "kind", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str | None] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(200))
+    address: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict | None] = mapped_column(JSON)

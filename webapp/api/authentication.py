@@ -39,7 +39,8 @@ def authenticate_request() -> None:
     now = utcnow()
     if g.api_token.last_used_at is None or now - g.api_token.last_used_at > LAST_USED_RESOLUTION:
         g.api_token.last_used_at = now
-        db.session.commit()
+    # Always end the transaction: no call holds a pooled connection while it reads its body or waits.
+    db.session.commit()
 
 
 def bearer_token() -> str | None:

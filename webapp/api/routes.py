@@ -35,14 +35,14 @@ def create_token():
         problems["name"] = problem
     if problems:
         raise errors.InvalidRequest("Some fields have the wrong type.", details={"fields": problems})
-    user = authenticate(body["username"], body["password"], client_address())
+    user = authenticate(body["username"], body["password"], client_address(), via="api")
     token, plain = issue_token(user, name.strip() if name else "API token")
     return jsonify(token=plain, id=token.id, name=token.name, created_at=iso(token.created_at)), 201
 
 
 @bp.delete("/tokens/current")
 def delete_current_token():
-    revoke_token(g.api_token)
+    revoke_token(g.api_token, g.api_user.username)
     return "", 204
 
 

@@ -6,10 +6,11 @@ import time
 
 from flask import Flask, session
 from flask_login import current_user, logout_user
+from sqlalchemy import select
 
 from webapp.extensions import db, get_redis, login_manager
 from webapp.lanes import presence
-from webapp.models import User
+from webapp.models import User, UserSession
 
 TOUCH_EVERY_SECONDS = 60
 
@@ -26,12 +27,27 @@ def init_app(app: Flask) -> None:
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id))
+    """The cookie's user, only while its server-side session (``sid``) has not been ended."""
+    sid = session.get("sid")
+    if not isinstance(sid, str) or not user_id.isdigit():
+        return None
+    return db.session.scalar(
+        select(User).join(UserSession, UserSession.user_id == User.id)
+        .where(User.id == int(user_id), UserSession.id == sid, UserSession.ended_at.is_(None))
+    )
 
 
 def keep_session_alive() -> None:
     """End sessions idle longer than ``LANES_SESSION_IDLE_MINUTES``; mark the others present."""
-    if not current_user.is_authenticated or "sid" not in session:
+    signed_in = current_user.is_authenticated
+    # The user is loaded: end that transaction now, so no request holds a pooled connection
+    # while it reads a slow body or waits for something else.
+    db.session.commit()
+    if not signed_in:
+        if "_user_id" in session:  # a cookie whose session was ended (sign-out elsewhere, password change)
+            session.clear()
+        return
+    if "sid" not in session:
         return
     from flask import current_app
 
@@ -39,6 +55,9 @@ def keep_session_alive() -> None:
     now = time.time()
     seen = session.get("seen", now)
     if now - seen > idle_minutes * 60:
+        from webapp.auth.accounts import end_sessions
+
+        end_sessions(current_user.id, session_id=session["sid"])
         logout_user()
         session.clear()
         return

@@ -6,16 +6,20 @@ import hashlib
 import re
 import secrets
 
-from sqlalchemy import select
+from flask import current_app
+from sqlalchemy import select, update
+from zxcvbn import zxcvbn
 
-from webapp import errors
+from webapp import errors, system_log
 from webapp.auth.passwords import burn_time_like_a_check, hash_password, verify_password
+from webapp.auth.throttle import login_throttle
 from webapp.extensions import db
-from webapp.models import ApiToken, User, utcnow
-from webapp.rate_limits import rate_limits
+from webapp.models import ApiToken, User, UserSession, utcnow
 
 USERNAME_RE = re.compile(r"^[a-z0-9_.-]{3,32}$")
-MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
+# zxcvbn's score: 3 means "safely unguessable" (over 10^8 guesses to find); below it is refused.
+MIN_PASSWORD_SCORE = 3
 MAX_TOKEN_NAME = 100
 TOKEN_PREFIX = "lanes_"
 
@@ -30,23 +34,61 @@ def validate_username(username: str) -> str:
     return username
 
 
-def validate_password(password: str) -> str:
-    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"Passwords need at least {MIN_PASSWORD_LENGTH} characters.")
-    if len(password) > 1024:
-        raise AccountError("Passwords may have at most 1024 characters.")
+def validate_password(password: str, username: str | None = None) -> str:
+    """The password if long enough (``LANES_MIN_PASSWORD_LENGTH``) and not a common or guessable one."""
+    minimum = current_app.config["LANES_MIN_PASSWORD_LENGTH"]
+    if not isinstance(password, str) or len(password) < minimum:
+        raise AccountError(f"Passwords need at least {minimum} characters.")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise AccountError(f"Passwords may have at most {MAX_PASSWORD_LENGTH} characters.")
+    # zxcvbn knows lists of common passwords, words, names, keyboard walks and dates; only the
+    # first 100 characters are scored (its cost grows with the length, and length alone is plenty).
+    strength = zxcvbn(password[:100], user_inputs=[username] if username else [])
+    if strength["score"] < MIN_PASSWORD_SCORE:
+        hint = strength["feedback"].get("warning") or "It is too easy to guess."
+        raise AccountError(f"Choose a less common password. {hint}".strip())
     return password
 
 
 def create_user(username: str, password: str, is_admin: bool = False) -> User:
     validate_username(username)
-    validate_password(password)
+    validate_password(password, username)
     if db.session.scalar(select(User.id).where(User.username == username)) is not None:
         raise AccountError(f"The user name {username!r} is taken.")
     user = User(username=username, password_hash=hash_password(password), is_admin=is_admin)
     db.session.add(user)
     db.session.commit()
+    system_log.record("user.created", subject=username, details={"admin": is_admin})
     return user
+
+
+def set_password(user: User, password: str) -> int:
+    """Give ``user`` a new password and end all their browser sessions; returns how many ended."""
+    validate_password(password, user.username)
+    user.password_hash = hash_password(password)
+    ended = end_sessions(user.id, commit=False)
+    db.session.commit()
+    system_log.record("user.password_changed", subject=user.username, details={"sessions_ended": ended})
+    return ended
+
+
+def start_session(user: User) -> str:
+    """A new server-side session for ``user``; its id goes into the signed cookie."""
+    sid = secrets.token_hex(16)
+    db.session.add(UserSession(id=sid, user_id=user.id))
+    db.session.commit()
+    return sid
+
+
+def end_sessions(user_id: int, session_id: str | None = None, commit: bool = True) -> int:
+    """End one session of the user (``session_id``) or all of them; returns how many were open."""
+    statement = update(UserSession).where(UserSession.user_id == user_id, UserSession.ended_at.is_(None))
+    if session_id is not None:
+        statement = statement.where(UserSession.id == session_id)
+    ended = db.session.execute(statement.values(ended_at=utcnow())).rowcount
+    if commit:
+        db.session.commit()
+    return ended
 
 
 def find_user(username: str) -> User | None:
@@ -56,30 +98,36 @@ def find_user(username: str) -> User | None:
     return db.session.scalar(select(User).where(User.username == username))
 
 
-def authenticate(username: str, password: str, address: str) -> User:
+def authenticate(username: str, password: str, address: str, via: str = "web") -> User:
     """The user with these credentials, or ``InvalidCredentials``; ``RateLimited`` while throttled.
 
-    Only failures count against the limits, and while throttled even a right password fails.
+    Each attempt takes a place under both limits *before* its password is checked, so a burst
+    in parallel cannot get more checks than the limit; a success gives its place back (only
+    failures count), and while throttled even a right password fails.
     """
-    account_key, address_key = f"user:{str(username)[:64]}", f"addr:{address}"
-    if not rate_limits.allowed("login_account", account_key) or not rate_limits.allowed(
-        "login_address", address_key
-    ):
-        retry = max(
-            rate_limits.retry_after("login_account", account_key),
-            rate_limits.retry_after("login_address", address_key),
-        )
+    account = str(username)[:64]
+    attempt = login_throttle.reserve(account, address)
+    if attempt.refused:
+        system_log.record("sign_in.throttled", actor=account, address=address, details={"via": via})
         raise errors.RateLimited(
-            "Too many failed sign-ins; try again later.", details={"retry_after": retry},
-            headers={"Retry-After": str(retry)},
+            "Too many failed sign-ins; try again later.", details={"retry_after": attempt.retry_after},
+            headers={"Retry-After": str(attempt.retry_after)},
         )
     user = find_user(username)
-    if user is None:
-        burn_time_like_a_check(str(password))
-    if user is None or not isinstance(password, str) or not verify_password(user.password_hash, password):
-        rate_limits.hit("login_account", account_key)
-        rate_limits.hit("login_address", address_key)
+    # The slow part comes next: end the transaction so that no pooled connection waits with it.
+    db.session.commit()
+    try:
+        if user is None:
+            burn_time_like_a_check(str(password))
+        right = user is not None and isinstance(password, str) and verify_password(user.password_hash, password)
+    except errors.ServiceUnavailable:
+        login_throttle.give_back(attempt)  # not checked: not a failure
+        raise
+    if not right:
+        system_log.record("sign_in.failed", actor=account, address=address, details={"via": via})
         raise errors.InvalidCredentials()
+    login_throttle.give_back(attempt)
+    system_log.record("sign_in.ok", actor=user.username, address=address, details={"via": via})
     return user
 
 
@@ -103,6 +151,7 @@ def issue_token(user: User, name: str | None = None) -> tuple[ApiToken, str]:
     token = ApiToken(user_id=user.id, name=(name or "API token")[:100], token_hash=token_digest(plain))
     db.session.add(token)
     db.session.commit()
+    system_log.record("token.created", actor=user.username, subject=token.name, details={"token_id": token.id})
     return token, plain
 
 
@@ -115,6 +164,7 @@ def user_for_token(plain: str) -> tuple[User, ApiToken] | None:
     return (row[0], row[1]) if row else None
 
 
-def revoke_token(token: ApiToken) -> None:
+def revoke_token(token: ApiToken, username: str | None = None) -> None:
     token.revoked_at = utcnow()
     db.session.commit()
+    system_log.record("token.revoked", actor=username, subject=token.name, details={"token_id": token.id})

@@ -18,8 +18,9 @@ class RegisterForm(FlaskForm):
     )
     password = PasswordField(
         "Password",
-        validators=[DataRequired(), Length(min=8, max=1024, message="Passwords need 8 to 1024 characters.")],
-        description="At least 8 characters.",
+        # Length and commonness are checked (and worded) once, by accounts.validate_password.
+        validators=[DataRequired(), Length(max=1024, message="Passwords may have at most 1024 characters.")],
+        description="At least 12 characters, and not a common or easily guessed one.",
     )
     confirm = PasswordField("Repeat password", validators=[DataRequired(), EqualTo("password", "Passwords differ.")])
 

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
-from webapp import errors
+from webapp import errors, system_log
+from webapp.auth import accounts
 from webapp.auth.accounts import AccountError, authenticate, create_user
 from webapp.auth.forms import LoginForm, LogoutForm, RegisterForm
+from webapp.auth.throttle import take_places
 from webapp.client_address import client_address
 from webapp.extensions import get_redis
-from webapp.lanes import presence
+from webapp.lanes import keys, presence
 from webapp.lanes.cleanup import delete_lane_if_gone
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -24,7 +25,7 @@ def start_session(user) -> None:
     """A fresh session on every sign-in (no fixation), marked present for the lane cleanup."""
     session.clear()
     login_user(user)
-    session["sid"] = secrets.token_hex(16)
+    session["sid"] = accounts.start_session(user)
     session["seen"] = time.time()
     presence.touch_session(get_redis(), user.id, session["sid"], current_app.config["LANES_SESSION_IDLE_MINUTES"])
 
@@ -74,7 +75,9 @@ def logout():
         user_id = current_user.id
         connection = get_redis()
         if "sid" in session:
+            accounts.end_sessions(user_id, session_id=session["sid"])  # the saved cookie stops working too
             presence.end_session(connection, user_id, session["sid"])
+        system_log.record("sign_out", actor=current_user.username)
         delete_lane_if_gone(connection, user_id)  # only if empty, unserved and no other session
         logout_user()
     session.clear()
@@ -91,6 +94,12 @@ def register():
     form = RegisterForm()
     status = 200
     if form.validate_on_submit():
+        # Per address, counted before anything is looked up: names cannot be probed faster than this.
+        attempt = take_places([(keys.signups(client_address()), current_app.config["LANES_SIGNUP_RATE"])])
+        if attempt.refused:
+            form.username.errors.append("Too many sign-ups from your address. Try again later.")
+            system_log.record("sign_up.throttled")
+            return render_template("auth/register.html", form=form), 429, {"Retry-After": str(attempt.retry_after)}
         try:
             user = create_user(form.username.data.strip(), form.password.data)
         except AccountError as problem:

@@ -187,6 +187,7 @@ def run_job(row: LaneRequest) -> tuple[str, dict | None, str | None, str | None]
         request_id=row.id,
         session=db.session,
         attempt=row.attempts,
+        settings=current_app.config,
         report_progress=lambda percent, message: report_progress(row, percent, message),
         cancel_requested=lambda: cancel_requested(row.id),
         write_log=RequestLogWriter(row.id, row.user_id),  # on its own connection, like progress

@@ -91,3 +91,13 @@ def rq_lane_keys(user_id: int) -> list[str]:
         f"{RQ_KEY_PREFIX}:clean_registries:{name}",  # Queue.registry_cleaning_key, which needs a connection
         SCHEDULER_LOCKING_KEY_TEMPLATE % name,
     ]
+
+
+def login_failures(scope: str, identifier: str) -> str:
+    """Zset of recent sign-in attempts counted against an account or an address (``scope``)."""
+    return f"lanes:login:{scope}:{identifier}"
+
+
+def signups(address: str) -> str:
+    """Zset of recent sign-ups from one address."""
+    return f"lanes:signup:{address}"

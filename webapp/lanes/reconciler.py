@@ -15,6 +15,7 @@ from itertools import groupby
 import redis
 from sqlalchemy import select
 
+from webapp import system_log
 from webapp.extensions import db
 from webapp.lanes import keys
 from webapp.lanes.ready_index import mark as mark_ready
@@ -73,6 +74,8 @@ def _reconcile_lane(connection: redis.Redis, user_id: int, rows) -> int:
         pipe.execute()
     if missing:
         log.warning("lane %s: re-enqueued %s from the database", user_id, [row.id for row in missing])
+        ids = [row.id for row in missing]
+        system_log.record("reconciler.repaired", subject=keys.lane_name(user_id), details={"ids": ids})
     return len(missing)
 
 
@@ -108,4 +111,5 @@ def repair_lane(connection: redis.Redis, user_id: int) -> list[int]:
         pipe.execute()
     if missing:
         log.warning("lane %s: put back interrupted requests %s", user_id, [row.id for row in missing])
+        system_log.record("lane.taken_over", subject=keys.lane_name(user_id), details={"ids": [r.id for r in missing]})
     return [row.id for row in missing]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -252,22 +254,53 @@ def wait_for_request(user_id: int, request_id, seconds: float) -> LaneRequest:
     """Long-poll: return the request once it has ended, or when ``seconds`` have passed.
 
     Woken by the request's end event; the row is re-read then, and every few seconds regardless
-    (sooner while the event channel is down), since pub/sub may drop a message.
+    (sooner while the event channel is down), since pub/sub may drop a message. Between reads it
+    holds no database connection, and one user holds at most ``LANES_MAX_LONG_POLLS`` at once
+    in this process (429 beyond).
     """
     deadline = time.monotonic() + seconds
     watcher = current_app.extensions["lanes_end_watcher"]
-    # Watching before each read: an end between the read and the wait still wakes us. (An id that
-    # names no request of this user is watched for nothing: the first read raises NotFound.)
-    with watcher.watch(parse_id(request_id)) as ended:
-        while True:
-            ended.clear()
-            db.session.rollback()  # end the transaction so the read sees the worker's commit
-            row = get_request(user_id, request_id)
-            left = deadline - time.monotonic()
-            if row.status not in PENDING_STATUSES or left <= 0:
-                return row
-            recheck = WAIT_RECHECK_SECONDS if watcher.subscribed.is_set() else WAIT_RECHECK_UNSUBSCRIBED_SECONDS
-            ended.wait(min(left, recheck))
+    parsed_id = parse_id(request_id)
+    with long_poll_slot(user_id):
+        # Watching before each read: an end between the read and the wait still wakes us. (An id that
+        # names no request of this user is watched for nothing: the first read raises NotFound.)
+        with watcher.watch(parsed_id) as ended:
+            while True:
+                ended.clear()
+                # populate_existing: read the row afresh (the worker's commit), not the session's copy.
+                row = db.session.get(LaneRequest, parsed_id, populate_existing=True) if parsed_id else None
+                if row is None or row.user_id != user_id:
+                    raise errors.NotFound("No such request.")
+                db.session.commit()  # end the transaction: the connection goes back to the pool while we wait
+                left = deadline - time.monotonic()
+                if row.status not in PENDING_STATUSES or left <= 0:
+                    return row
+                recheck = WAIT_RECHECK_SECONDS if watcher.subscribed.is_set() else WAIT_RECHECK_UNSUBSCRIBED_SECONDS
+                ended.wait(min(left, recheck))
+
+
+_long_polls: dict[int, int] = {}
+_long_polls_lock = threading.Lock()
+
+
+@contextmanager
+def long_poll_slot(user_id: int):
+    """One of the user's ``LANES_MAX_LONG_POLLS`` long-polls in this process, or ``RateLimited``."""
+    limit = current_app.config["LANES_MAX_LONG_POLLS"]
+    with _long_polls_lock:
+        if _long_polls.get(user_id, 0) >= limit:
+            raise errors.RateLimited(
+                f"At most {limit} long-polls (?wait=) at once per user; wait for one to return.",
+                details={"limit": limit}, headers={"Retry-After": "1"},
+            )
+        _long_polls[user_id] = _long_polls.get(user_id, 0) + 1
+    try:
+        yield
+    finally:
+        with _long_polls_lock:
+            _long_polls[user_id] -= 1
+            if not _long_polls[user_id]:
+                del _long_polls[user_id]
 
 
 @dataclass

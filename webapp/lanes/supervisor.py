@@ -22,6 +22,7 @@ import redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.registry import all_job_types
+from webapp import system_log
 from webapp.extensions import db
 from webapp.lanes import keys, ready_index
 from webapp.lanes.cleanup import sweep
@@ -212,6 +213,7 @@ class Supervisor:
             except BaseException:  # noqa: BLE001 - report anything, then leave without cleanup handlers
                 log.exception("lane worker for lane %s crashed", user_id)
             finally:
+                system_log.flush_all(timeout=2.0)  # os._exit skips atexit: write this worker's events first
                 os._exit(status)
         self.children[pid] = Child(user_id, lease, time.monotonic(), slot)
         WORKER_STARTS.inc()
@@ -243,6 +245,8 @@ class Supervisor:
             WORKER_EXITS.labels("clean" if clean else "crashed").inc()
             if not clean:
                 log.warning("supervisor: lane worker %d for lane %s died (status %s)", pid, child.user_id, status)
+                system_log.record("worker.crashed", subject=keys.lane_name(child.user_id), app=self.app,
+                                  details={"pid": pid, "status": status})
                 self.recover_lane(child)
         LANE_WORKERS.set(len(self.children))
         return reaped
@@ -282,7 +286,7 @@ class Supervisor:
         with self.app.app_context():
             REPAIRS.inc(reconcile(self.connection))
             db.session.remove()
-        LANES_DELETED.inc(sweep(self.connection))
+            LANES_DELETED.inc(sweep(self.connection))  # in the app context: deletions go to the system log
 
     def _signal(self, pid: int, signum: int) -> None:
         try:

@@ -126,6 +126,11 @@
       });
     });
 
+    // Bar lengths come from data-share: the Content-Security-Policy refuses inline style attributes.
+    document.querySelectorAll("[data-share]").forEach(function (bar) {
+      bar.style.setProperty("--share", bar.getAttribute("data-share"));
+    });
+
     document.querySelectorAll("[data-select-on-focus]").forEach(function (input) {
       input.addEventListener("focus", function () { input.select(); });
     });
