@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 import pytest
 import redis
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -321,6 +321,41 @@ def _processes(kind, name: str, settings, folder: Path):
 def start_worker(settings, tmp_path, app):
     """Start real ``python worker.py`` supervisors: ``start_worker(LANES_IDLE_SECONDS="1")``."""
     yield from _processes(WorkerProcess, "worker", settings, tmp_path)
+
+
+def requests_of(app, user_ids) -> list:
+    """The request rows of these users (an id or a list of ids), oldest first, read fresh and detached."""
+    from webapp.extensions import db
+    from webapp.models import LaneRequest
+
+    ids = [user_ids] if isinstance(user_ids, int) else list(user_ids)
+    with app.app_context():
+        rows = db.session.scalars(
+            select(LaneRequest).where(LaneRequest.user_id.in_(ids)).order_by(LaneRequest.id)
+        ).all()
+        db.session.expunge_all()
+        db.session.rollback()
+        return rows
+
+
+@pytest.fixture(params=["suite database", "sqlite"])
+def lane_app(request, app, settings, tmp_path):
+    """The suite's database, and SQLite (what ``make run`` uses without ``DATABASE_URL``)."""
+    if request.param == "suite database":
+        yield app
+        return
+    from flask_migrate import upgrade
+
+    from webapp import create_app
+    from webapp.extensions import db
+
+    sqlite_app = create_app({**settings, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'lanes.db'}"})
+    with sqlite_app.app_context():
+        upgrade()
+    yield sqlite_app
+    with sqlite_app.app_context():
+        db.session.remove()
+        db.engine.dispose()
 
 
 def wait_until(predicate, timeout: float = 15, interval: float = 0.05, message: str = "condition"):

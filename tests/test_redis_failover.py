@@ -16,12 +16,9 @@ import time
 import pytest
 import requests
 import socketio
-from sqlalchemy import select
 
-from tests.conftest import wait_until
+from tests.conftest import requests_of, wait_until
 from tests.redis_sentinel import SentinelDeployment, debian_redis_sentinel_installed
-from webapp.extensions import db
-from webapp.models import LaneRequest
 
 USERS = 4
 LOAD_BEFORE_KILL_SECONDS = 2.0
@@ -82,16 +79,6 @@ class Submitter(threading.Thread):
                 return
 
 
-def rows_of(app, user_ids) -> list[LaneRequest]:
-    with app.app_context():
-        rows = db.session.scalars(
-            select(LaneRequest).where(LaneRequest.user_id.in_(user_ids)).order_by(LaneRequest.id)
-        ).all()
-        db.session.expunge_all()
-        db.session.rollback()
-        return rows
-
-
 def test_acknowledged_requests_finish_in_order_after_the_primary_is_killed(
     app, make_user, make_token, sentinels, start_web, start_worker
 ):
@@ -139,7 +126,7 @@ def test_acknowledged_requests_finish_in_order_after_the_primary_is_killed(
     acknowledged = {s.user: [(ack[0], ack[1]) for ack in s.acknowledged] for s in submitters}
 
     def all_ended():
-        rows = rows_of(app, users)
+        rows = requests_of(app, users)
         return rows if rows and all(row.status in ("finished", "failed", "canceled") for row in rows) else None
 
     rows = wait_until(all_ended, timeout=60, interval=0.5, message="every acknowledged request to end")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from flask_migrate import upgrade
 
 from tests.conftest import wait_until
 from webapp.extensions import db
@@ -15,23 +14,6 @@ from webapp.lanes.service import submit_request
 from webapp.models import LaneRequest, RequestLogLine
 
 REQUESTS = "/api/v1/requests"
-
-
-@pytest.fixture(params=["suite database", "sqlite"])
-def lane_app(request, app, settings, tmp_path):
-    """The suite's database, and SQLite (what ``make run`` uses), where a log line must not wait on the job."""
-    if request.param == "suite database":
-        yield app
-        return
-    from webapp import create_app
-
-    sqlite_app = create_app({**settings, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'lanes.db'}"})
-    with sqlite_app.app_context():
-        upgrade()
-    yield sqlite_app
-    with sqlite_app.app_context():
-        db.session.remove()
-        db.engine.dispose()
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
-from tests.conftest import wait_until
+from tests.conftest import requests_of, wait_until
 from webapp.extensions import db
 from webapp.lanes.execution import PlumbingFailure, claim_next, execute
 from webapp.lanes.fence import LaneFence
@@ -88,16 +88,6 @@ def lapse(app, user_id: int) -> None:
         db.session.commit()
 
 
-def rows_of(app, user_id: int) -> list[LaneRequest]:
-    with app.app_context():
-        found = db.session.scalars(
-            select(LaneRequest).where(LaneRequest.user_id == user_id).order_by(LaneRequest.id)
-        ).all()
-        db.session.expunge_all()
-        db.session.rollback()
-        return found
-
-
 def test_a_redis_flush_mid_job_with_two_supervisors_never_runs_a_request_twice(app, make_user, start_worker,
                                                                               redis_client):
     user = make_user("rosa")
@@ -107,12 +97,12 @@ def test_a_redis_flush_mid_job_with_two_supervisors_never_runs_a_request_twice(a
     settings = {"LANES_LEASE_SECONDS": "3", "LANES_RECONCILE_SECONDS": "1", "LANES_IDLE_SECONDS": "3"}
     start_worker(**settings)
     start_worker(**settings)
-    wait_until(lambda: rows_of(app, user)[0].status == "started", timeout=20, message="the slow request to start")
+    wait_until(lambda: requests_of(app, user)[0].status == "started", timeout=20, message="the slow request to start")
 
     redis_client.flushdb()  # every lease, queue and index gone while the slow job runs
 
     def all_finished():
-        found = rows_of(app, user)
+        found = requests_of(app, user)
         return found if all(row.status == "finished" for row in found) else None
 
     found = {row.id: row for row in wait_until(all_finished, timeout=40, message="every request to finish")}

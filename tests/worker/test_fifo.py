@@ -4,22 +4,8 @@ from __future__ import annotations
 
 import random
 
-from sqlalchemy import select
-
-from tests.conftest import wait_until
-from webapp.extensions import db
+from tests.conftest import requests_of, wait_until
 from webapp.lanes.service import submit_request
-from webapp.models import LaneRequest
-
-
-def all_rows(app, user_ids):
-    with app.app_context():
-        rows = db.session.scalars(
-            select(LaneRequest).where(LaneRequest.user_id.in_(user_ids)).order_by(LaneRequest.id)
-        ).all()
-        db.session.expunge_all()
-        db.session.rollback()
-        return rows
 
 
 def test_each_users_requests_run_in_order_with_two_supervisors(app, make_user, start_worker):
@@ -36,7 +22,7 @@ def test_each_users_requests_run_in_order_with_two_supervisors(app, make_user, s
                 submitted[user].append((row.id, message))
 
     def finished():
-        rows = all_rows(app, users)
+        rows = requests_of(app, users)
         return rows if all(row.status == "finished" for row in rows) else None
 
     rows = wait_until(finished, timeout=60, message="all requests to finish")
@@ -57,7 +43,7 @@ def test_lanes_of_different_users_run_at_the_same_time(app, make_user, start_wor
     start_worker()
 
     def finished():
-        rows = all_rows(app, users)
+        rows = requests_of(app, users)
         return rows if all(row.status == "finished" for row in rows) else None
 
     rows = wait_until(finished, timeout=30, message="the three slow requests")

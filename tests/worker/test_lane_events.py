@@ -7,28 +7,11 @@ suite's database and on SQLite (what ``make run`` uses without ``DATABASE_URL``)
 from __future__ import annotations
 
 import pytest
-from flask_migrate import upgrade
 
 from webapp.extensions import db
 from webapp.lanes.execution import run_request
 from webapp.lanes.service import lane_summary, submit_request
 from webapp.models import STARTED, LaneRequest
-
-
-@pytest.fixture(params=["suite database", "sqlite"])
-def lane_app(request, app, settings, tmp_path):
-    if request.param == "suite database":
-        yield app
-        return
-    from webapp import create_app
-
-    sqlite_app = create_app({**settings, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'lanes.db'}"})
-    with sqlite_app.app_context():
-        upgrade()
-    yield sqlite_app
-    with sqlite_app.app_context():
-        db.session.remove()
-        db.engine.dispose()
 
 
 @pytest.fixture

@@ -10,27 +10,15 @@ import time
 import psycopg
 import pytest
 import redis
-from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port, requests_of, wait_until
 from webapp.extensions import db
 from webapp.lanes.service import submit_request
-from webapp.models import LaneRequest
-
-
-def rows_of(app, user_id: int) -> list[LaneRequest]:
-    with app.app_context():
-        found = db.session.scalars(
-            select(LaneRequest).where(LaneRequest.user_id == user_id).order_by(LaneRequest.id)
-        ).all()
-        db.session.expunge_all()
-        db.session.rollback()
-        return found
 
 
 def all_ended(app, user_id: int):
-    found = rows_of(app, user_id)
+    found = requests_of(app, user_id)
     return found if found and all(row.status in ("finished", "failed", "canceled") for row in found) else None
 
 
@@ -51,7 +39,7 @@ def test_a_lane_resumes_after_its_database_connections_are_cut_mid_job(app, make
     with app.app_context():
         first = submit_request(user, "echo", {"message": "cut", "delay_ms": 1500}).request.id
     start_worker(LANES_IDLE_SECONDS="30")
-    wait_until(lambda: rows_of(app, user)[0].status == "started", timeout=30, message="the request to start")
+    wait_until(lambda: requests_of(app, user)[0].status == "started", timeout=30, message="the request to start")
 
     assert terminate_other_connections(settings["SQLALCHEMY_DATABASE_URI"]) >= 1
     cut_at = time.monotonic()
@@ -118,7 +106,7 @@ def test_a_redis_restart_mid_job_reruns_the_request_instead_of_failing_it(settin
         first = submit_request(user, "echo", {"message": "through a restart", "delay_ms": 2500}).request.id
         second = submit_request(user, "echo", {"message": "next"}).request.id
     start_worker(REDIS_URL=private_redis.url, LANES_IDLE_SECONDS="30", LANES_RECONCILE_SECONDS="1")
-    wait_until(lambda: rows_of(app, user)[0].status == "started", timeout=30, message="the request to start")
+    wait_until(lambda: requests_of(app, user)[0].status == "started", timeout=30, message="the request to start")
 
     private_redis.stop()  # the running job's cancel checks and the lane's lease now fail
     time.sleep(2)
