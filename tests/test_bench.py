@@ -160,7 +160,7 @@ def test_profile_samples_the_lane_workers_while_they_drain(bench_database, redis
     # py-spy followed the lane workers worker.py forked after it attached, and saw Lanes' job path.
     assert "lane workers" in by_process, done.stdout
     totals = done.stdout.split("by total (with callees)")[1]
-    assert "claim_next (webapp/lanes/execution.py" in totals, done.stdout
+    assert "LaneWorker.serve (webapp/lanes/lane_worker.py" in totals, done.stdout
     assert live_processes_with(f"LANES_SOCKETIO_CHANNEL={channel}") == []
     assert set(redis.Redis.from_url(redis_url).keys("*")) <= keys_before
     assert_database_empty(bench_database)
