@@ -119,3 +119,27 @@ def test_a_redis_restart_mid_job_reruns_the_request_instead_of_failing_it(settin
     assert found[second].status == "finished"
     assert found[second].started_at >= found[first].ended_at
     assert time.monotonic() - back_at < 30
+
+
+def test_a_redis_blip_as_a_lane_worker_starts_hands_the_lane_back_instead_of_crashing(app, make_user, redis_client,
+                                                                                      monkeypatch):
+    from webapp.lanes import rq_adapter
+    from webapp.lanes.lane_worker import serve_lane
+    from webapp.lanes.lease import LaneLease
+
+    user = make_user("uma")
+    with app.app_context():
+        request_id = submit_request(user, "echo", {"message": "later"}).request.id
+    lease = LaneLease(redis_client, user, "test:blip", seconds=10)
+    assert lease.acquire()
+
+    def refused(self):
+        raise redis.exceptions.ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(rq_adapter.LaneRQWorker, "register_birth", refused)
+
+    assert serve_lane(app, user, lease) == 0, "a Redis blip at start-up is not a crash"
+    assert not redis_client.exists(f"lanes:lease:{user}"), "the lane was not handed back"
+    assert redis_client.zscore("lanes:ready", str(user)) is not None, "the lane left the ready index"
+    assert [row.status for row in requests_of(app, user)] == ["queued"]
+    assert request_id

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 IDLE_POLL_SECONDS = 0.5  # how often an idle lane worker looks up from its queue
 FAIRNESS_CHECK_SECONDS = 1.0  # past its fair share, how often a busy one asks Redis whether others wait
 RETRY_SECONDS = 0.5  # between attempts while Redis or the database is away
+REDIS_AWAY = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def worker_name(lease: LaneLease) -> str:
@@ -259,7 +260,12 @@ def serve_lane(app, user_id: int, lease: LaneLease, board=None) -> int:
     """
     setproctitle.setproctitle(f"lanes {keys.lane_name(user_id)}")
     with app.app_context():
-        worker = LaneWorker(app, user_id, lease, board)
+        try:
+            worker = LaneWorker(app, user_id, lease, board)  # RQ's worker asks Redis for its address
+        except REDIS_AWAY:
+            log.warning("lane %s: Redis unavailable as its worker started; handing the lane back", user_id)
+            _quietly(lease.release)
+            return 0
         previous = signal.signal(signal.SIGTERM, worker.on_sigterm)
         stop = threading.Event()
         holders = [threading.Thread(target=keep, args=(stop,), daemon=True)
@@ -273,6 +279,9 @@ def serve_lane(app, user_id: int, lease: LaneLease, board=None) -> int:
                 worker.rq_worker.register_birth()
                 registered = True
                 worker.serve()
+        except REDIS_AWAY:
+            # A blip before the loop (which rides out its own): the lane goes back to the ready index.
+            log.warning("lane %s: Redis unavailable as its worker started; handing the lane back", user_id)
         finally:
             stop.set()
             for holder in holders:  # before letting go: a renewal after the release would take the lease again
