@@ -14,11 +14,11 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from bench.pgbouncer import PgBouncer, pgbouncer_installed
-from tests.conftest import wait_until
+from tests.conftest import requests_of, wait_until
 from webapp.config import Config
 
 SERVER_CONNECTIONS = 2
@@ -75,7 +75,6 @@ def test_lanes_through_the_pooler_finish_with_exact_ledgers(app, settings, make_
     from webapp import create_app
     from webapp.extensions import db
     from webapp.lanes.service import submit_request
-    from webapp.models import LaneRequest
 
     through_pooler = bouncer.url_for(database_url)
     web = create_app({**settings, "SQLALCHEMY_DATABASE_URI": through_pooler, "LANES_DB_POOLER": "transaction"})
@@ -116,13 +115,8 @@ def test_lanes_through_the_pooler_finish_with_exact_ledgers(app, settings, make_
     workers = [start_worker(DATABASE_URL=through_pooler, LANES_DB_POOLER="transaction") for _ in range(2)]
 
     def rows():
-        with web.app_context():
-            found = db.session.scalars(
-                select(LaneRequest).where(LaneRequest.user_id.in_(users)).order_by(LaneRequest.id)
-            ).all()
-            db.session.expunge_all()
-            db.session.remove()
-            return found if all(row.status in ("finished", "failed", "canceled") for row in found) else None
+        found = requests_of(web, users)
+        return found if all(row.status in ("finished", "failed", "canceled") for row in found) else None
 
     ended = wait_until(rows, timeout=90, interval=0.25, message="every pooled request to end")
     watching.set()
