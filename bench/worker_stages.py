@@ -2,9 +2,11 @@
 
 Queues N echo requests for a fresh user, then serves that lane with ``serve_lane`` in this
 process (with a short idle time: it stops soon after the lane is empty) and reports the wall time
-per job spent in each stage: the claim, the events with RQ's bookkeeping, the job, the outcome. No
-profiler is attached, so the total is what a lane worker really spends. Uses ``DATABASE_URL`` /
-``REDIS_URL`` like ``make bench`` (a scratch SQLite and embedded Redis when unset).
+and the CPU time (of the serving thread) per job spent in each stage: the claim, the events with
+RQ's bookkeeping, the job, the outcome. No profiler is attached, so the total is what a lane worker
+really spends; on a busy machine read the CPU column (wall time then includes waiting for a core).
+Uses ``DATABASE_URL`` / ``REDIS_URL`` like ``make bench`` (a scratch SQLite and embedded Redis when
+unset).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ STAGES = [
 
 
 @contextmanager
-def timed_stages(totals: dict[str, float]):
-    """Wrap each stage's function for the duration; restore them afterwards."""
+def timed_stages(totals: dict[str, float], cpu: dict[str, float]):
+    """Wrap each stage's function for the duration (wall and thread CPU); restore them afterwards."""
     import importlib
 
     restore = []
@@ -43,11 +45,12 @@ def timed_stages(totals: dict[str, float]):
         function = original.__func__ if is_classmethod else original
 
         def wrapper(*args, _function=function, _stage=stage, **kwargs):
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.thread_time()
             try:
                 return _function(*args, **kwargs)
             finally:
                 totals[_stage] += time.perf_counter() - began
+                cpu[_stage] += time.thread_time() - began_cpu
 
         setattr(owner, name, classmethod(wrapper) if is_classmethod else wrapper)
         restore.append((owner, name, original))
@@ -58,8 +61,9 @@ def timed_stages(totals: dict[str, float]):
             setattr(owner, name, original)
 
 
-def measure(count: int) -> tuple[float, dict[str, float]]:
-    """Serve ``count`` queued echo requests in this process; (seconds per job, stage -> seconds per job)."""
+def measure(count: int) -> tuple[float, dict[str, float], dict[str, float]]:
+    """Serve ``count`` queued echo requests in this process: (seconds per job, stage -> wall seconds
+    per job, stage -> CPU seconds per job)."""
     from bench.stack import Stack
     from webapp.lanes.lane_worker import serve_lane
     from webapp.lanes.lease import LaneLease
@@ -78,11 +82,13 @@ def measure(count: int) -> tuple[float, dict[str, float]]:
                 submit_request(user.id, "echo", {"message": f"stage {n}"})
         stack.app.config.update(LANES_IDLE_SECONDS=IDLE_SECONDS, LANES_FAIR_SHARE=count + 1)
         totals: dict[str, float] = defaultdict(float)
-        with timed_stages(totals):
+        cpu: dict[str, float] = defaultdict(float)
+        with timed_stages(totals, cpu):
             began = time.perf_counter()
             serve_lane(stack.app, user.id, lease)  # gives the lease back when done
             seconds = time.perf_counter() - began - IDLE_SECONDS
-        return seconds / count, {stage: total / count for stage, total in totals.items()}
+        return (seconds / count, {stage: total / count for stage, total in totals.items()},
+                {stage: total / count for stage, total in cpu.items()})
     finally:
         for problem in stack.close():
             print(f"worker_stages: {problem}", file=sys.stderr)
@@ -94,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.count <= 500:
         parser.error("count must be 1..500 (the submit rate limit allows 600 a minute)")
-    per_job, stages = measure(args.count)
+    per_job, stages, cpu = measure(args.count)
     print(f"Lane worker, {args.count} echo jobs served back to back: {per_job * 1000:.2f} ms per job (wall)")
+    print(f"  {'stage':52s} {'wall':>9} {'CPU':>9}")
     for stage, _module, _attribute in STAGES:
-        print(f"  {stage:52s} {stages.get(stage, 0.0) * 1000:6.2f} ms")
+        print(f"  {stage:52s} {stages.get(stage, 0.0) * 1000:6.2f} ms {cpu.get(stage, 0.0) * 1000:6.2f} ms")
     return 0
 
 

@@ -108,9 +108,14 @@ class LaneRequest(db.Model):
 
     @property
     def error(self) -> dict | None:
-        if self.error_code is None:
-            return None
-        return {"code": self.error_code, "message": self.error_message or ""}
+        return error_object(self.error_code, self.error_message)
+
+
+def error_object(code: str | None, message: str | None) -> dict | None:
+    """A request's ``error`` as the API shows it, from its two columns (None when it has none)."""
+    if code is None:
+        return None
+    return {"code": code, "message": message or ""}
 
 
 class LedgerAccount(db.Model):

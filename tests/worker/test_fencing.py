@@ -64,8 +64,7 @@ def test_an_outcome_from_a_worker_that_lost_its_lane_is_dropped_with_its_effects
     with app.app_context():
         request_id = submit_request(user, "ledger.deposit", {"amount": 40}).request.id
         assert a.acquire()
-        row_a, lane_a = claim_next(user, "worker:a")
-        db.session.expunge(row_a)  # A's copy of the row, as A's own process would hold it
+        row_a, lane_a = claim_next(user, "worker:a")  # A's copy of the row, as A's own process holds it
         lapse(app, user)  # A stopped renewing (frozen, or cut off from the database) past its expiry
         assert b.acquire(), "A's fence lapsed"
         row_b, lane_b = claim_next(user, "worker:b")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from webapp.lanes import keys
-from webapp.models import LaneRequest
+from webapp.models import LaneRequest, error_object
 
 
 def iso(value: datetime | None) -> str | None:
@@ -13,7 +13,9 @@ def iso(value: datetime | None) -> str | None:
 
 
 def request_object(row: LaneRequest, position: int | None = None) -> dict:
-    """The public shape of a request; ``position`` is its 1-based place among the queued."""
+    """The public shape of a request; ``position`` is its 1-based place among the queued.
+
+    ``row`` is a ``LaneRequest`` or a Core row of its table's columns (what the lane worker reads)."""
     return {
         "id": row.id,
         "type": row.type,
@@ -21,7 +23,7 @@ def request_object(row: LaneRequest, position: int | None = None) -> dict:
         "status": row.status,
         "position": position if row.status == "queued" else None,
         "result": row.result,
-        "error": row.error,
+        "error": error_object(row.error_code, row.error_message),
         "progress": row.progress,
         "attempts": row.attempts,
         "created_at": iso(row.created_at),
