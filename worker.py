@@ -14,7 +14,8 @@ def main() -> None:
         from webapp import create_app
         from webapp.lanes.supervisor import Supervisor
 
-        Supervisor(create_app()).run()
+        # No ping before each use of a pooled connection: lane workers retry what a dead one fails.
+        Supervisor(create_app({"LANES_DB_PRE_PING": False})).run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 

@@ -17,6 +17,7 @@ from sqlalchemy import BigInteger, bindparam, exists, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
@@ -96,18 +97,31 @@ class LaneFence:
         dialect = self.engine.dialect.name
         if dialect not in _ACQUIRE:
             _ACQUIRE[dialect] = _acquire_statement(dialect)
-        with self.engine.begin() as connection:
-            return connection.execute(_ACQUIRE[dialect], self.params).first() is not None
+        return self._run(_ACQUIRE[dialect], lambda result: result.first() is not None)
 
     def renew(self) -> bool:
         """Extend the fence; False once it lapsed (another worker may own the lane now)."""
-        with self.engine.begin() as connection:
-            return connection.execute(_RENEW, self.params).rowcount == 1
+        return self._run(_RENEW, lambda result: result.rowcount == 1)
 
     def release(self) -> None:
         """Let the next lane worker take over at once (a no-op once another holds it)."""
+        self._run(_RELEASE, lambda result: None)
+
+    def _run(self, statement, read):
+        """Run one of the fence's statements in a transaction of its own, and ``read`` its result.
+
+        A connection the database dropped (a restart) fails once, and SQLAlchemy then renews the
+        pool: so that is tried again at once (worker processes do not ping a pooled connection before
+        using it). Each statement is idempotent for its holder, so a second run changes nothing more.
+        """
+        try:
+            with self.engine.begin() as connection:
+                return read(connection.execute(statement, self.params))
+        except DBAPIError as problem:
+            if not problem.connection_invalidated:
+                raise
         with self.engine.begin() as connection:
-            connection.execute(_RELEASE, self.params)
+            return read(connection.execute(statement, self.params))
 
 
 def current_holder(user_id: int) -> str | None:

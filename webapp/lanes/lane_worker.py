@@ -92,8 +92,8 @@ class LaneWorker:
             if claim:
                 try:
                     claimed = claim_next(self.user_id, self.fence.holder)
-                except SQLAlchemyError:
-                    self.recover("claiming a request")
+                except SQLAlchemyError as problem:
+                    self.recover("claiming a request", problem)
                     continue
                 if claimed is None:
                     claim, taken = False, None  # the id named nothing pending (canceled, or a stray)
@@ -182,14 +182,19 @@ class LaneWorker:
         """Whether another lane has waited for a worker past the grace (so no slot is free for it)."""
         return bool(ready_index.waiting(self.connection, besides=self.user_id, limit=1))
 
-    def recover(self, doing: str) -> None:
-        """After Redis or the database failed: roll the session back and pause before trying again."""
+    def recover(self, doing: str, problem: Exception | None = None) -> None:
+        """After Redis or the database failed: roll the session back and pause before trying again.
+
+        No pause when the database had only dropped the pooled connection (it restarted): SQLAlchemy
+        has renewed the pool, and the next try connects afresh (worker.py does not ping connections).
+        """
         log.warning("lane %s: plumbing failed while %s; retrying", self.user_id, doing, exc_info=True)
         try:
             db.session.rollback()
         except SQLAlchemyError:
             db.session.close()
-        self.stop_requested.wait(RETRY_SECONDS)
+        if not getattr(problem, "connection_invalidated", False):
+            self.stop_requested.wait(RETRY_SECONDS)
 
     def repair(self) -> None:
         try:
