@@ -30,7 +30,7 @@ from webapp.lanes.fence import held_by
 from webapp.lanes.representation import lane_event, request_object
 from webapp.lanes.request_logs import RequestLogWriter
 from webapp.lanes.worker_metrics import job_ended
-from webapp.models import CANCELED, FAILED, FINISHED, PENDING_STATUSES, STARTED, LaneRequest, utcnow
+from webapp.models import CANCELED, FAILED, FINISHED, PENDING_STATUSES, STARTED, LaneRequest, is_pending, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _claim_statement():
     c = TABLE.c
     oldest = (
         select(c.id)
-        .where(c.user_id == bindparam("lane_user"), c.status.in_(PENDING_STATUSES), c.id <= bindparam("up_to"))
+        .where(c.user_id == bindparam("lane_user"), is_pending(c.status), c.id <= bindparam("up_to"))
         .order_by(c.id)
         .limit(1)
         .scalar_subquery()
@@ -78,7 +78,7 @@ def _claim_statement():
     return (
         update(TABLE)
         # The status again: a row changed by a concurrent statement is re-checked, not taken blindly.
-        .where(c.id == oldest, c.status.in_(PENDING_STATUSES), held_by())
+        .where(c.id == oldest, is_pending(c.status), held_by())
         .values(
             status=case((given_up, FAILED), else_=STARTED),
             error_code=case((given_up, "worker_lost"), else_=None),
