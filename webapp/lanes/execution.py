@@ -145,7 +145,8 @@ def claim_next(user_id: int, holder: str, up_to: int = NO_LIMIT) -> tuple[Row, d
     return row, lane_event(user_id, row.others + running, row.id if running else None)
 
 
-Bookkeeping = Callable[[object], None]  # adds Redis commands to the pipeline that carries an event
+Bookkeeping = Callable[[object], None]  # adds Redis commands to the pipeline that carries events
+Events = tuple[tuple[str, dict], ...]  # (event name, data) in the order they are published
 
 
 def execute(row: Row, lane: dict, on_start: Bookkeeping | None = None,
@@ -153,12 +154,27 @@ def execute(row: Row, lane: dict, on_start: Bookkeeping | None = None,
     """Run a claimed request's job, record how it ended, and announce both.
 
     ``on_start`` and ``on_end`` add the caller's Redis bookkeeping to the pipelines that carry the
-    start and end events; returns the results of ``on_end``'s commands (None if Redis failed). A
-    claimed row that was given up (``worker_lost``) is only announced. Raises ``PlumbingFailure``.
+    start and end events; returns the results of ``on_end``'s commands (None if Redis failed).
+    Raises ``PlumbingFailure``. (The lane worker uses ``run_claimed``, which leaves the end's events
+    to ride with the next start.)
+    """
+    ended, _started = run_claimed(row, lane, on_start)
+    return announce_events(row.user_id, ended, on_end)
+
+
+def run_claimed(row: Row, lane: dict, on_start: Bookkeeping | None = None,
+                earlier: Events = ()) -> tuple[Events, list | None]:
+    """Announce a claimed request's start, run its job and record how it ended.
+
+    The start is published after ``earlier`` (the previous request's end, not yet published) in the
+    same round trip, with ``on_start``'s bookkeeping. Returns the end's events, for the caller to
+    publish (with the next start, or alone), and the results of ``on_start``'s commands (None if
+    Redis failed). A claimed row that was given up (``worker_lost``) runs nothing: its events are
+    returned after ``earlier``, and the results are ``[]``. Raises ``PlumbingFailure``.
     """
     if row.status == FAILED:
-        return announce(row, lane, on_end)
-    announce(row, lane, on_start)
+        return earlier + events_of(row, lane), []
+    started = announce_events(row.user_id, earlier + events_of(row, lane), on_start)
     status, result, error_code, error_message = run_job(row)
     if status != FINISHED:
         db.session.rollback()  # a failed or canceled job leaves no partial writes
@@ -177,7 +193,7 @@ def execute(row: Row, lane: dict, on_start: Bookkeeping | None = None,
     if status == CANCELED:
         _forget_cancel_flag(recorded.id)
     job_ended(recorded.type, status, recorded.started_at, recorded.ended_at, recorded.created_at)
-    return announce(recorded, lane_event(recorded.user_id, recorded.others, None), on_end)
+    return events_of(recorded, lane_event(recorded.user_id, recorded.others, None)), started
 
 
 def record_outcome(outcome: dict) -> Row | None:
@@ -229,11 +245,15 @@ def run_job(row: Row) -> tuple[str, dict | None, str | None, str | None]:
         return FAILED, None, "job_error", f"The job failed unexpectedly ({type(exc).__name__})."
 
 
-def announce(row: Row, lane: dict, bookkeeping: Bookkeeping | None = None) -> list | None:
-    """Emit the row's current state (``request.<status>``) and the lane's summary, in one round trip."""
-    return current_app.extensions["lanes_events"].emit_along(
-        row.user_id, ((f"request.{row.status}", request_object(row)), ("lane.updated", lane)), bookkeeping
-    )
+def events_of(row: Row, lane: dict) -> Events:
+    """The row's current state (``request.<status>``) and the lane's summary, as events."""
+    return (f"request.{row.status}", request_object(row)), ("lane.updated", lane)
+
+
+def announce_events(user_id: int, events: Events, bookkeeping: Bookkeeping | None = None) -> list | None:
+    """Publish ``events`` and run ``bookkeeping``'s commands in one round trip; returns the latter's
+    results (None if Redis failed: logged, never fatal, the row is the truth)."""
+    return current_app.extensions["lanes_events"].emit_along(user_id, events, bookkeeping)
 
 
 def cancel_requested(request_id: int) -> bool:

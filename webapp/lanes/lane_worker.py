@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from webapp.extensions import db
 from webapp.lanes import keys, ready_index, rq_adapter
 from webapp.lanes.cleanup import delete_lane_if_gone
-from webapp.lanes.execution import PlumbingFailure, claim_next, execute
+from webapp.lanes.execution import NO_LIMIT, Events, PlumbingFailure, announce_events, claim_next, run_claimed
 from webapp.lanes.fence import LaneFence
 from webapp.lanes.lease import LaneLease
 from webapp.lanes.reconciler import repair_lane
@@ -83,79 +83,115 @@ class LaneWorker:
     # -- the loop ------------------------------------------------------------------------------
 
     def serve(self) -> None:
-        """Claim and run the lane's requests until idle, handed back, stopped or the lane is lost."""
+        """Claim and run the lane's requests until idle, handed back, stopped or the lane is lost.
+
+        One request's end is announced with the next one's start, in one round trip, when the next
+        id was already taken off the queue (it was, at the start, with the start's bookkeeping);
+        otherwise alone, with a look at the queue for what came meanwhile.
+        """
         taken: str | None = None  # an id taken off the queue, for the next claim to account for
         claim = first_claim = True  # first thing: the database may hold work Redis lost (a crash, a flush)
+        ended: Events = ()  # the last request's end, not yet announced
         idle_since = time.monotonic()
         next_fairness_check = 0.0
-        while not self.stopping():
-            if claim:
+        try:
+            while not self.stopping():
+                if claim:
+                    try:
+                        # Up to the id taken: a younger row may not have been announced as queued yet.
+                        claimed = claim_next(self.user_id, self.fence.holder, int(taken) if taken else NO_LIMIT)
+                    except SQLAlchemyError as problem:
+                        ended = self.announce(ended)
+                        self.recover("claiming a request", problem)
+                        continue
+                    if claimed is None:
+                        # The id taken named nothing pending (canceled, or a stray): look at the queue again.
+                        ended, (answered, taken) = (), self.announce_and_take(ended)
+                        claim = taken is not None or not answered
+                        continue
+                    row, lane = claimed
+                    if first_claim and row.attempts > 1:
+                        # Taking over from a lost worker (another host?): the ids it took off the queue are gone.
+                        self.repair()
+                    first_claim = False
+                    try:
+                        ended, started = run_claimed(row, lane, self.start_bookkeeping(row.id, taken), earlier=ended)
+                    except PlumbingFailure:
+                        log.warning("lane %s: request %s interrupted by the plumbing; it will be re-run",
+                                    self.user_id, row.id, exc_info=True)
+                        ended = ()  # they went out with the interrupted start
+                        self.recover("running a request")
+                        taken, claim = None, True
+                        continue
+                    if started is None:  # Redis failed at the start: ask the database instead of the queue
+                        taken, claim = None, True
+                    elif not started:  # a row given up as worker_lost took nothing: ``taken`` is claimed next
+                        claim = True
+                    elif (taken := started[-1].decode() if started[-1] else None) is None:
+                        # Nothing was queued behind it: announce its end now, and look again.
+                        ended, (answered, taken) = (), self.announce_and_take(ended)
+                        claim = taken is not None or not answered
+                    else:
+                        claim = True
+                    idle_since = time.monotonic()
+                    self.shown_busy = True
+                    self.jobs_in_a_row += 1
+                    if self.jobs_in_a_row >= self.fair_share and (
+                        self.board.crowded() or time.monotonic() >= next_fairness_check
+                    ):
+                        # This supervisor's board says so for free; Redis says so for lanes no supervisor took.
+                        next_fairness_check = time.monotonic() + FAIRNESS_CHECK_SECONDS
+                        if self.others_waiting():
+                            log.info("lane %s: %d jobs in a row while others wait; handing it back",
+                                     self.user_id, self.jobs_in_a_row)
+                            self.handed_back = True
+                            break
+                    continue
+                # Nothing to claim: wait for the queue, unless other lanes wait for this slot.
+                self.jobs_in_a_row = 0
+                if time.monotonic() - idle_since >= self.idle_seconds:
+                    break
+                if self.board.crowded():
+                    log.info("lane %s: empty while other lanes wait for a slot; making room", self.user_id)
+                    break
                 try:
-                    claimed = claim_next(self.user_id, self.fence.holder)
-                except SQLAlchemyError as problem:
-                    self.recover("claiming a request", problem)
+                    if self.shown_busy and time.monotonic() - idle_since >= IDLE_POLL_SECONDS:
+                        self.rq_worker.mark_idle()
+                        self.shown_busy = False
+                    wait = min(IDLE_POLL_SECONDS, max(0.05, self.idle_seconds - (time.monotonic() - idle_since)))
+                    taken = self.wait_for_queue(wait)
+                except StopWaiting:
+                    self.connection.connection_pool.disconnect()  # a read was cut short: drop its connection
+                    break
+                except redis.exceptions.RedisError:
+                    self.recover("waiting for the queue")
+                    claim = True
                     continue
-                if claimed is None:
-                    claim, taken = False, None  # the id named nothing pending (canceled, or a stray)
-                    continue
-                row, lane = claimed
-                if first_claim and row.attempts > 1:
-                    # Taking over from a lost worker (another host?): the ids it took off the queue are gone.
-                    self.repair()
-                first_claim = False
-                try:
-                    results = execute(
-                        row, lane,
-                        on_start=lambda pipe, row=row, taken=taken: rq_adapter.mark_started(
-                            pipe, self.user_id, self.rq_worker.key, row.id, taken),
-                        on_end=lambda pipe: rq_adapter.take_next(pipe, self.user_id),
-                    )
-                except PlumbingFailure:
-                    log.warning("lane %s: request %s interrupted by the plumbing; it will be re-run",
-                                self.user_id, row.id, exc_info=True)
-                    self.recover("running a request")
-                    taken, claim = None, True
-                    continue
-                # Redis failing here leaves ``results`` None: ask the database instead of the queue.
-                taken = results[0].decode() if results and results[0] else None
-                claim = taken is not None or results is None
-                idle_since = time.monotonic()
-                self.shown_busy = True
-                self.jobs_in_a_row += 1
-                if self.jobs_in_a_row >= self.fair_share and (
-                    self.board.crowded() or time.monotonic() >= next_fairness_check
-                ):
-                    # This supervisor's board says so for free; Redis says so for lanes no supervisor took.
-                    next_fairness_check = time.monotonic() + FAIRNESS_CHECK_SECONDS
-                    if self.others_waiting():
-                        log.info("lane %s: %d jobs in a row while others wait; handing it back",
-                                 self.user_id, self.jobs_in_a_row)
-                        self.handed_back = True
-                        break
-                continue
-            # Nothing to claim: wait for the queue, unless other lanes wait for this slot.
-            self.jobs_in_a_row = 0
-            if time.monotonic() - idle_since >= self.idle_seconds:
-                break
-            if self.board.crowded():
-                log.info("lane %s: empty while other lanes wait for a slot; making room", self.user_id)
-                break
-            try:
-                if self.shown_busy and time.monotonic() - idle_since >= IDLE_POLL_SECONDS:
-                    self.rq_worker.mark_idle()
-                    self.shown_busy = False
-                wait = min(IDLE_POLL_SECONDS, max(0.05, self.idle_seconds - (time.monotonic() - idle_since)))
-                taken = self.wait_for_queue(wait)
-            except StopWaiting:
-                self.connection.connection_pool.disconnect()  # a read was cut short: drop its connection
-                break
-            except redis.exceptions.RedisError:
-                self.recover("waiting for the queue")
-                claim = True
-                continue
-            claim = taken is not None
+                claim = taken is not None
+        finally:
+            self.announce(ended)
         if taken is not None:
             self.put_back(taken)
+
+    def start_bookkeeping(self, request_id: int, taken: str | None):
+        """RQ's bookkeeping of a start, and a look at the queue for the id after it (same pipeline)."""
+        def bookkeeping(pipe) -> None:
+            rq_adapter.mark_started(pipe, self.user_id, self.rq_worker.key, request_id, taken)
+            rq_adapter.take_next(pipe, self.user_id)
+        return bookkeeping
+
+    def announce(self, events: Events) -> Events:
+        """Publish events held back for the next start (there will be none); returns what is left: ()."""
+        if events:
+            announce_events(self.user_id, events)
+        return ()
+
+    def announce_and_take(self, events: Events) -> tuple[bool, str | None]:
+        """Publish ``events`` and take the lane's next id, in one round trip: (Redis answered?, the id)."""
+        results = announce_events(self.user_id, events, lambda pipe: rq_adapter.take_next(pipe, self.user_id))
+        if results is None:
+            return False, None
+        return True, results[-1].decode() if results[-1] else None
 
     def wait_for_queue(self, seconds: float) -> str | None:
         """Block for the lane's next id, flagged idle meanwhile (SIGTERM then ends the wait at once)."""
