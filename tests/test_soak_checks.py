@@ -7,6 +7,8 @@ a 503 for a request that was made), written as the audit would record them.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bench.soak.audit import Change
 from bench.soak.checks import judge, recovery_seconds
 from bench.soak.evidence import Entry, Evidence, Row
@@ -140,3 +142,32 @@ def test_recovery_is_the_time_until_every_lane_with_work_moved_again():
     assert (round(seconds, 2), censored, busy) == (0.5, False, 1)
     idle = Fault("web_kill", 20, 0, began=T0 + 20, ended=T0 + 21)
     assert recovery_seconds(idle, story.changes, observed_until=T0 + 30) == (None, False, 0)
+
+
+def test_a_lane_whose_job_ran_through_the_fault_recovers_from_that_jobs_end():
+    """A supervisor SIGKILL: its lane worker finishes the 9 s job it runs, then stops; the lane's next
+    request waits for that job whatever happens, so its recovery is counted from the job's end."""
+    story = Story()
+    story.request(1, "echo", {"delay_ms": 9000}, [(1, 10, "soak-pid-10")])
+    story.request(2, "echo", {}, [(10.4, 10.5, "soak-pid-12")])  # queued at 9.9, claimed by the new worker
+    kill = Fault("supervisor_kill", 1.5, 0.2, began=T0 + 1.5, ended=T0 + 1.7)
+    seconds, censored, busy = recovery_seconds(kill, story.changes, observed_until=T0 + 30)
+    assert (round(seconds, 2), censored, busy) == (0.4, False, 1)
+
+    # The same lane, but the next request is still unclaimed at the end of the run: censored, from 10 s.
+    stuck = Story()
+    stuck.request(1, "echo", {"delay_ms": 9000}, [(1, 10, "soak-pid-10")])
+    stuck.request(2, "echo", {}, [(25, None, "soak-web")])  # queued at 24.5: no work at 10 s
+    stuck.request(3, "echo", {}, [(9.5, None, "soak-web")])  # queued at 9: waiting when the job ended
+    stuck.changes = [c for c in stuck.changes if not (c.op == "update" and c.app == "soak-web")]  # never claimed
+    seconds, censored, busy = recovery_seconds(kill, stuck.changes, observed_until=T0 + 30)
+    assert (round(seconds, 2), censored, busy) == (20.0, True, 1)
+
+    # A job that finished before the fault ended is no excuse: the clock starts at the fault's end.
+    early = Story()
+    early.request(1, "echo", {}, [(1, 1.6, "soak-pid-10")])
+    early.request(2, "echo", {}, [(4.7, 4.8, "soak-pid-12")])
+    early.changes = [replace(c, at=T0 + 1.2) if c.op == "insert" and c.request_id == 2 else c
+                     for c in early.changes]  # queued at 1.2, before the fault ended
+    seconds, _, busy = recovery_seconds(kill, early.changes, observed_until=T0 + 30)
+    assert (round(seconds, 2), busy) == (3.0, 1)

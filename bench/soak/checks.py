@@ -330,13 +330,20 @@ def recovery_seconds(fault: Fault, changes: list[Change], observed_until: float)
     """(seconds from the fault's end until every lane with work then made progress, censored?, lanes).
 
     A lane has work at the fault's end when one of its requests was inserted before and had not
-    ended; progress is any claim, progress write or outcome by a worker process after it.
+    ended; progress is any claim, progress write or outcome by a worker process after it. A lane
+    whose request ran through the fault undisturbed (claimed before the fault ended, finished after
+    it by the same attempt) had nothing to recover from until that request ended: its clock starts
+    at that end, and it counts only if it still had work then. (A supervisor killed with SIGKILL
+    has its lane workers finish the job they run before they stop: the next job waits for that one,
+    whatever the fault, as it would without one.)
     """
     end = fault.ended
     inserted: dict[int, tuple[float, int]] = {}
     finished_at: dict[int, float] = {}
     gone_at: dict[int, float] = {}
     progress: dict[int, list[float]] = defaultdict(list)
+    last_claim: dict[int, Change] = {}  # per lane: its latest claim at or before the fault's end
+    ended_by_attempt: dict[tuple[int, int], float] = {}  # (request, attempt) -> when that run ended
     for change in changes:
         if change.op == "insert":
             inserted[change.request_id] = (change.at, change.user_id)
@@ -345,21 +352,39 @@ def recovery_seconds(fault: Fault, changes: list[Change], observed_until: float)
         else:
             if change.is_end:
                 finished_at.setdefault(change.request_id, change.at)
+                ended_by_attempt.setdefault((change.request_id, change.new_attempts or 0), change.at)
+            if change.is_claim and change.at <= end:
+                last_claim[change.user_id] = change
             if change.app != WEB_APP and change.new_status != "queued":  # a repair is not progress
                 progress[change.user_id].append(change.at)
-    busy = {
-        user_id for request_id, (at, user_id) in inserted.items()
-        if at <= end and finished_at.get(request_id, float("inf")) > end and gone_at.get(request_id, float("inf")) > end
-    }
-    if not busy:
+
+    def has_work(user_id: int, at: float, besides: int | None = None) -> bool:
+        return any(
+            owner == user_id and request_id != besides and inserted_at <= at
+            and finished_at.get(request_id, float("inf")) > at and gone_at.get(request_id, float("inf")) > at
+            for request_id, (inserted_at, owner) in inserted.items()
+        )
+
+    clocks: dict[int, float] = {}  # per lane with work: when its recovery is measured from
+    for user_id in {owner for _, owner in inserted.values()}:
+        if not has_work(user_id, end):
+            continue
+        claim = last_claim.get(user_id)
+        through = claim and ended_by_attempt.get((claim.request_id, claim.new_attempts or 0))
+        if through is not None and through > end:  # ran through the fault, undisturbed
+            if has_work(user_id, through, besides=claim.request_id):
+                clocks[user_id] = through
+            continue
+        clocks[user_id] = end
+    if not clocks:
         return None, False, 0
     worst = 0.0
     censored = False
-    for user_id in busy:
-        later = [at for at in progress[user_id] if at > end]
+    for user_id, since in clocks.items():
+        later = [at for at in progress[user_id] if at > since]
         if later:
-            worst = max(worst, min(later) - end)
+            worst = max(worst, min(later) - since)
         else:
-            worst = max(worst, observed_until - end)
+            worst = max(worst, observed_until - since)
             censored = True
-    return worst, censored, len(busy)
+    return worst, censored, len(clocks)
