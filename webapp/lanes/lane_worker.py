@@ -106,8 +106,7 @@ class LaneWorker:
                         continue
                     if claimed is None:
                         # The id taken named nothing pending (canceled, or a stray): look at the queue again.
-                        ended, (answered, taken) = (), self.announce_and_take(ended)
-                        claim = taken is not None or not answered
+                        ended, (taken, claim) = (), self.announce_and_take(ended)
                         continue
                     row, lane = claimed
                     if first_claim and row.attempts > 1:
@@ -129,8 +128,7 @@ class LaneWorker:
                         claim = True
                     elif (taken := started[-1].decode() if started[-1] else None) is None:
                         # Nothing was queued behind it: announce its end now, and look again.
-                        ended, (answered, taken) = (), self.announce_and_take(ended)
-                        claim = taken is not None or not answered
+                        ended, (taken, claim) = (), self.announce_and_take(ended)
                     else:
                         claim = True
                     idle_since = time.monotonic()
@@ -186,12 +184,17 @@ class LaneWorker:
             announce_events(self.user_id, events)
         return ()
 
-    def announce_and_take(self, events: Events) -> tuple[bool, str | None]:
-        """Publish ``events`` and take the lane's next id, in one round trip: (Redis answered?, the id)."""
+    def announce_and_take(self, events: Events) -> tuple[str | None, bool]:
+        """Publish ``events`` and take the lane's next id, in one round trip: (the id, claim next?).
+
+        When Redis did not answer, the database is asked instead, after a pause (Redis may be down).
+        """
         results = announce_events(self.user_id, events, lambda pipe: rq_adapter.take_next(pipe, self.user_id))
         if results is None:
-            return False, None
-        return True, results[-1].decode() if results[-1] else None
+            self.stop_requested.wait(RETRY_SECONDS)
+            return None, True
+        taken = results[-1].decode() if results[-1] else None
+        return taken, taken is not None
 
     def wait_for_queue(self, seconds: float) -> str | None:
         """Block for the lane's next id, flagged idle meanwhile (SIGTERM then ends the wait at once)."""
