@@ -58,7 +58,13 @@ class Config:
         )
         self.REDIS_URL = env.get("REDIS_URL") or ""
         # A request that cannot get a connection within pool_timeout gets a 503 with Retry-After.
-        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "pool_timeout": _int("LANES_DB_POOL_TIMEOUT", 10)}
+        # The pool keeps every connection it opens (no overflow): with SQLAlchemy's default 5 + 10
+        # overflow, 16 clients at once made the web process open and close a PostgreSQL connection
+        # every third submit. A process that never needs more than one (a lane worker) opens one.
+        self.SQLALCHEMY_ENGINE_OPTIONS = {
+            "pool_pre_ping": True, "pool_timeout": _int("LANES_DB_POOL_TIMEOUT", 10),
+            "pool_size": _int("LANES_DB_POOL_SIZE", 15), "max_overflow": 0,
+        }
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
         self.SESSION_COOKIE_SECURE = _bool("LANES_SECURE_COOKIES", False)
