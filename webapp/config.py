@@ -61,8 +61,9 @@ class Config:
         # The pool keeps every connection it opens (no overflow): with SQLAlchemy's default 5 + 10
         # overflow, 16 clients at once made the web process open and close a PostgreSQL connection
         # every third submit. A process that never needs more than one (a lane worker) opens one.
+        # Connections are pinged before use by webapp/db_ping.py (create_app installs it).
         self.SQLALCHEMY_ENGINE_OPTIONS = {
-            "pool_pre_ping": True, "pool_timeout": _int("LANES_DB_POOL_TIMEOUT", 10),
+            "pool_timeout": _int("LANES_DB_POOL_TIMEOUT", 10),
             "pool_size": _int("LANES_DB_POOL_SIZE", 15), "max_overflow": 0,
         }
         self.SESSION_COOKIE_HTTPONLY = True
