@@ -12,7 +12,7 @@ from webapp.config import PROJECT_ROOT, Config
 def create_app(config: dict | None = None) -> Flask:
     """Build the web app; ``config`` overrides settings read from the environment (tests)."""
     import jobs  # noqa: F401 - registers the job catalogue
-    from webapp import errors, extensions, system_log
+    from webapp import db_ping, errors, extensions, system_log
     from webapp.client_address import trust_proxies
     from webapp.extensions import csrf, db, login_manager, migrate, redis_binding, socketio_channel
     from webapp.ids import IdConverter
@@ -27,6 +27,9 @@ def create_app(config: dict | None = None) -> Flask:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     db.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name != "sqlite" and app.config["LANES_DB_PRE_PING"]:  # SQLite files need none
+            db_ping.install(db.engine)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True, compare_type=True)
     login_manager.init_app(app)
     csrf.init_app(app)

@@ -58,10 +58,17 @@ class Config:
         )
         self.REDIS_URL = env.get("REDIS_URL") or ""
         # A request that cannot get a connection within pool_timeout gets a 503 with Retry-After.
-        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "pool_timeout": _int("LANES_DB_POOL_TIMEOUT", 10)}
-        # Test each pooled connection with a round trip before use. worker.py turns it off: a lane
-        # worker checks a connection out twice per job, and it retries whatever a dead connection
-        # failed (SQLAlchemy then discards the whole pool), so the ping would only cost it time.
+        # The pool keeps every connection it opens (no overflow): with SQLAlchemy's default 5 + 10
+        # overflow, 16 clients at once made the web process open and close a PostgreSQL connection
+        # every third submit. A process that never needs more than one (a lane worker) opens one.
+        self.SQLALCHEMY_ENGINE_OPTIONS = {
+            "pool_timeout": _int("LANES_DB_POOL_TIMEOUT", 10),
+            "pool_size": _int("LANES_DB_POOL_SIZE", 15), "max_overflow": 0,
+        }
+        # Test pooled connections before use (webapp/db_ping.py, installed by create_app). worker.py
+        # turns it off: a lane worker checks a connection out twice per job, and it retries whatever
+        # a dead connection failed (SQLAlchemy then discards the whole pool), so a ping would only
+        # cost it a round trip each time.
         self.LANES_DB_PRE_PING = True
         self.SESSION_COOKIE_HTTPONLY = True
         self.SESSION_COOKIE_SAMESITE = "Lax"
@@ -129,8 +136,6 @@ class Config:
         if self.SQLALCHEMY_DATABASE_URI.startswith("sqlite"):
             # Web and workers write at once: WAL and a busy timeout (see extensions).
             self.SQLALCHEMY_ENGINE_OPTIONS = {"connect_args": {"timeout": 30}}
-        elif not self.LANES_DB_PRE_PING:
-            self.SQLALCHEMY_ENGINE_OPTIONS = {**self.SQLALCHEMY_ENGINE_OPTIONS, "pool_pre_ping": False}
         if not self.REDIS_URL:
             self.REDIS_URL = f"unix://{self.INSTANCE_DIR / 'redis.sock'}"
         if self.LANES_DB_POOLER not in POOLERS:

@@ -23,6 +23,11 @@ from werkzeug.exceptions import BadRequest, ClientDisconnected, RequestEntityToo
 log = logging.getLogger(__name__)
 
 
+# The watchdog wakes at most this often under load, and deals with every deadline due by then at
+# once (not one wake-up per request): a deadline fires up to this much late.
+BATCH_SECONDS = 0.25
+
+
 class Watchdog:
     """Shuts the read side of sockets whose body deadline passed; one thread per process."""
 
@@ -39,7 +44,8 @@ class Watchdog:
                 self.thread = threading.Thread(target=self._run, name="lanes-body-deadline", daemon=True)
                 self.thread.start()
             heapq.heappush(self.heap, (deadline.at, next(self.counter), deadline))
-            self.lock.notify()
+            if self.heap[0][2] is deadline:  # the earliest now: the thread may sleep past it
+                self.lock.notify()
         return deadline
 
     def _run(self) -> None:
@@ -47,13 +53,15 @@ class Watchdog:
             with self.lock:
                 while not self.heap:
                     self.lock.wait()
-                at, _, deadline = self.heap[0]
-                left = at - time.monotonic()
+                left = self.heap[0][0] - time.monotonic()
                 if left > 0:
-                    self.lock.wait(left)
+                    self.lock.wait(max(left, BATCH_SECONDS))
                     continue
-                heapq.heappop(self.heap)
-            deadline.expire()
+                now, due = time.monotonic(), []
+                while self.heap and self.heap[0][0] <= now:
+                    due.append(heapq.heappop(self.heap)[2])
+            for deadline in due:
+                deadline.expire()
 
 
 class Deadline:

@@ -14,10 +14,11 @@ from webapp.api.openapi import openapi_document
 from webapp.api.requests_body import json_object
 from webapp.auth.accounts import authenticate, issue_token, revoke_token, token_name_problem
 from webapp.client_address import client_address
+from webapp.extensions import db
 from webapp.ids import MAX_ID
 from webapp.lanes import request_logs, service
 from webapp.lanes.representation import iso, request_object
-from webapp.models import STATUSES
+from webapp.models import STATUSES, ApiToken
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.before_request(authenticate_request)
@@ -42,7 +43,9 @@ def create_token():
 
 @bp.delete("/tokens/current")
 def delete_current_token():
-    revoke_token(g.api_token, g.api_user.username)
+    token = db.session.get(ApiToken, g.api_user.token_id)
+    if token is not None:  # None: deleted (with its user) since the sign-in check; nothing left to revoke
+        revoke_token(token, g.api_user.username)
     return "", 204
 
 

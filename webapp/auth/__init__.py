@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, session
+from flask import Flask, request, session
 from flask_login import current_user, logout_user
 from sqlalchemy import select
 
@@ -39,6 +39,8 @@ def load_user(user_id: str) -> User | None:
 
 def keep_session_alive() -> None:
     """End sessions idle longer than ``LANES_SESSION_IDLE_MINUTES``; mark the others present."""
+    if request.blueprint == "api":
+        return  # the API never reads the session cookie (bearer tokens only): nothing to keep alive
     signed_in = current_user.is_authenticated
     # The user is loaded: end that transaction now, so no request holds a pooled connection
     # while it reads a slow body or waits for something else.

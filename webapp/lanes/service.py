@@ -28,6 +28,7 @@ from webapp.models import (
     STATUSES,
     LaneRequest,
     User,
+    is_pending,
     utcnow,
 )
 from webapp.rate_limits import rate_limits
@@ -42,7 +43,7 @@ LANE_COUNTS = select(
     func.count(),
     func.count().filter(LaneRequest.status == QUEUED),
     func.max(LaneRequest.id).filter(LaneRequest.status == STARTED),
-).where(LaneRequest.user_id == bindparam("lane_user"), LaneRequest.status.in_(PENDING_STATUSES))
+).where(LaneRequest.user_id == bindparam("lane_user"), is_pending(LaneRequest.status))
 
 
 def _insert_under_limit():
@@ -50,7 +51,7 @@ def _insert_under_limit():
     with the lane as it was before (pending, queued, running) — one statement, one round trip."""
     table = LaneRequest.__table__
     other = LaneRequest.__table__.alias("other")
-    in_lane = (other.c.user_id == bindparam("lane_user")) & other.c.status.in_(PENDING_STATUSES)
+    in_lane = (other.c.user_id == bindparam("lane_user")) & is_pending(other.c.status)
     pending = select(func.count()).where(in_lane).scalar_subquery()
     source = select(
         bindparam("lane_user"), bindparam("type"), bindparam("payload", type_=table.c.payload.type),
@@ -85,10 +86,10 @@ LOCK_USER = select(User.id).where(User.id == bindparam("lane_user")).with_for_up
 LOCK_USER_SQLITE = update(User).where(User.id == bindparam("lane_user")).values(id=User.id)
 
 
-def lock_lane(user_id: int) -> None:
+def lock_lane(connection, user_id: int) -> None:
     """Hold the user's row until the transaction ends: a user's submits check their limit one at a time."""
-    sqlite = db.session.get_bind().dialect.name == "sqlite"
-    db.session.execute(LOCK_USER_SQLITE if sqlite else LOCK_USER, {"lane_user": user_id})
+    sqlite = connection.dialect.name == "sqlite"
+    connection.execute(LOCK_USER_SQLITE if sqlite else LOCK_USER, {"lane_user": user_id})
 
 
 @dataclass
@@ -123,15 +124,18 @@ def submit_request(user_id: int, type_name: str, payload, idempotency_key: str |
         raise errors.RateLimited(details={"retry_after": retry}, headers={"Retry-After": str(retry)})
 
     created_at = utcnow()
-    lock_lane(user_id)  # this user's submits one at a time, so no burst passes LANES_MAX_PENDING
+    # Core statements on the session's connection (its transaction): the ORM's execute path costs
+    # more than the statements, and no ORM object is wanted here.
+    connection = db.session.connection()
+    lock_lane(connection, user_id)  # this user's submits one at a time, so no burst passes LANES_MAX_PENDING
     limit = current_app.config["LANES_MAX_PENDING"]
     try:
-        inserted = db.session.execute(INSERT_UNDER_LIMIT, {
+        inserted = connection.execute(INSERT_UNDER_LIMIT, {
             "lane_user": user_id, "type": type_name, "payload": payload, "key": idempotency_key,
             "digest": digest, "created_at": created_at, "limit": limit,
         }).first()
         if inserted is None:
-            pending = db.session.execute(LANE_COUNTS, {"lane_user": user_id}).one()[0]
+            pending = connection.execute(LANE_COUNTS, {"lane_user": user_id}).one()[0]
             db.session.rollback()
             raise errors.LaneFull(
                 f"Your lane already holds {pending} pending requests (limit {limit}).",
@@ -332,7 +336,7 @@ def lane_state(user_id: int) -> dict:
     """The lane as the database knows it: ``{"name","length","running","pending"}``."""
     rows = db.session.execute(
         select(LaneRequest.id, LaneRequest.status)
-        .where(LaneRequest.user_id == user_id, LaneRequest.status.in_(PENDING_STATUSES))
+        .where(LaneRequest.user_id == user_id, is_pending(LaneRequest.status))
         .order_by(LaneRequest.id)
     ).all()
     running = next((r.id for r in rows if r.status == STARTED), None)
