@@ -44,6 +44,15 @@ SAMPLE_SECONDS = 0.5
 RUNNING = "SELECT count(*) FROM lane_requests WHERE status = 'started'"
 
 
+def crash_lines(lines: list[str], context: int = 12) -> list[str]:
+    """The supervisors' lines about lane workers that died, each with the traceback that follows it."""
+    found: list[str] = []
+    for index, line in enumerate(lines):
+        if "crashed" in line or "died (status" in line:
+            found.extend(lines[index:index + context] if "crashed" in line else [line])
+    return found
+
+
 def say(message: str = "") -> None:
     print(message, flush=True)
 
@@ -201,6 +210,7 @@ def main(argv=None) -> int:
         database_errors = [line for line in lines if DATABASE_ERRORS.search(line)]
         redis_errors = [line for line in lines if REDIS_ERRORS.search(line)]
         leases_lost = sum(1 for line in lines if "lease lost" in line or "lease renewal failed" in line)
+        crash_reports = crash_lines(lines)
     except (StackError, PgBouncerError, OSError, psycopg.Error) as problem:
         say(f"could not run: {problem}")
         return 2
@@ -242,7 +252,7 @@ def main(argv=None) -> int:
     width = max(len(name) for name, _, _ in rows)
     for name, value, target in rows:
         say(f"{name:<{width}}  {value!s:<32} {target}")
-    for line in (database_errors[:10] + redis_errors[:5]):
+    for line in (database_errors[:10] + redis_errors[:5] + crash_reports[:40]):
         say(f"  log: {line[:200]}")
     if sampler.failed_samples:
         say(f"  ({sampler.failed_samples} samples timed out on the busy machine and were skipped)")
