@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 
 import redis
 import setproctitle
@@ -35,10 +34,6 @@ log = logging.getLogger(__name__)
 
 TITLE = "lanes spare"
 MESSAGE_LIMIT = 512  # one handover line; far below PIPE_BUF, so it is written and read whole
-
-
-class SpareStopped(Exception):
-    """SIGTERM arrived while the spare waited for a lane."""
 
 
 def handover_line(user_id: int, slot: int, token: str) -> bytes:
@@ -95,40 +90,20 @@ def run_hot_statements(lease_seconds: float) -> None:
 def serve_when_handed(app, fd: int, board) -> int:
     """The spare's life: warm up, wait for a lane on ``fd``, then serve it. Returns the exit status.
 
-    Runs in the forked child (``Supervisor.fork_spare``), with SIGINT ignored and PDEATHSIG set.
+    Runs in the child that ``Supervisor.keep_spare`` forked, with SIGINT ignored, PDEATHSIG set and
+    SIGTERM left to its default: a spare has nothing to finish or give back, so it just ends. Once
+    it has read a lane it is the lane's worker in the supervisor's books, and a SIGTERM before
+    ``serve_lane`` takes it over ends it as it would end a freshly forked lane worker: the
+    supervisor reaps it and repairs the lane.
     """
     setproctitle.setproctitle(TITLE)
-    waiting = True
-    stop_requested = False
-
-    def on_sigterm(_signum, _frame):
-        nonlocal stop_requested
-        stop_requested = True
-        if waiting:
-            raise SpareStopped()
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        warm_up(app)
-        handed = read_handover(fd)
-    except SpareStopped:
-        return 0
-    finally:
-        waiting = False
+    warm_up(app)
+    handed = read_handover(fd)
     os.close(fd)
     if handed is None:
         return 0
     user_id, slot, token = handed
     lease = LaneLease(app.extensions["lanes_redis"], user_id, token, app.config["LANES_LEASE_SECONDS"])
-    if stop_requested:
-        # SIGTERM crossed the handover: give the lane back (it keeps its work) instead of serving it.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        try:
-            lease.release()
-        except redis.exceptions.RedisError:
-            log.warning("spare lane worker: could not hand lane %s back; its lease lapses", user_id)
-        return 0
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as a freshly forked lane worker has it until it serves
     return serve_lane(app, user_id, lease, board.view(slot))
 
 
