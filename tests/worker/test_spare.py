@@ -40,12 +40,13 @@ def spares(supervisor) -> list[int]:
 
 
 def the_spare(supervisor, besides: int | None = None) -> int:
-    """Wait for the supervisor's one spare (another than ``besides``); its pid."""
+    """Wait for the supervisor's one spare (another than ``besides``); its pid. (A generous timeout:
+    the first spare comes once the supervisor has started, which is slow on a loaded machine.)"""
     def one():
         found = [pid for pid in spares(supervisor) if pid != besides]
         return found[0] if len(found) == 1 else None
 
-    return wait_until(one, timeout=15, message="the supervisor's spare lane worker")
+    return wait_until(one, timeout=40, message="the supervisor's spare lane worker")
 
 
 def lane_worker_pids(redis_client, user_id: int) -> list[int]:
