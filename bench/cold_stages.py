@@ -21,7 +21,6 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import median
 
-ENV = "LANES_STAGE_TIMES"
 LANE_STARTED = "lane worker started (fork or spare)"
 
 # (stage, module, attribute, when): the wrapped function records as it returns (when True, only then).
@@ -37,7 +36,6 @@ STAGES = [
     ("started published", "webapp.lanes.events", "EventPublisher.emit_along", "started"),
 ]
 FORKED = "process forked (child running)"
-SUBMITTED = "submit returned"
 RECEIVED = "started received (Socket.IO)"
 ORDER = [STAGES[0][0], STAGES[1][0], FORKED, *[stage for stage, *_ in STAGES[2:]], RECEIVED]  # as they happen
 
@@ -149,9 +147,11 @@ def stage_offsets(records, submits: dict[int, float], received: dict[int, float]
     offsets: dict[str, list[float]] = defaultdict(list)
     for user, submitted in submits.items():
         stages = by_user[user]
-        leased = min((at for at in stages.get(STAGES[1][0], []) if at >= submitted - 1), default=None)
-        woke = min((at for at in wakes if at >= submitted - 0.01), default=None)
-        if woke is not None and (leased is None or woke <= leased):
+        # The wake-up that led to the lease: the supervisor's last return from BLPOP before it (a
+        # nudge, or a tick's timeout when it was awake already: then it is counted only within a tick).
+        leased = min(stages.get(STAGES[1][0], []), default=None)
+        woke = max((at for at in wakes if leased is not None and at <= leased), default=None)
+        if woke is not None and leased - woke <= 0.25:
             offsets[STAGES[0][0]].append(woke - submitted)
         for stage in ORDER[1:-1]:
             times = stages.get(stage, [])
@@ -171,22 +171,23 @@ def measure(count: int) -> dict[str, list[float]]:
     try:
         stack.start(worker=False)
         stack.worker = Child([sys.executable, "-m", "bench.cold_stages", "--supervise", str(path)],
-                             {**stack.env, ENV: str(path)}, stack.scratch / "worker.log")
+                             stack.env, stack.scratch / "worker.log")
         stack._wait_for_supervisor()
         web = stack.start_web()
         users = stack.new_users("cold", count)
-        time.sleep(1.0)  # let start-up settle (spares, if any, are ready)
+        # As the cold scenario does: every client connected first, then one submit after another.
+        clients = [(user, ApiClient(web.url, user.token), LiveEvents(web.url, user.token).connect()) for user in users]
         submits, received = {}, {}
-        for user in users:
-            api, live = ApiClient(web.url, user.token), LiveEvents(web.url, user.token).connect()
-            try:
+        try:
+            for user, api, live in clients:
                 submitted = api.submit("echo", {"message": "cold"})
                 started = live.arrival("request.started", submitted.request_id, 30)
                 submits[user.id] = submitted.wall_returned
                 if started is not None:
                     received[user.id] = started[1]
                 live.end_of(submitted.request_id, 30)
-            finally:
+        finally:
+            for _user, api, live in clients:
                 live.close()
                 api.close()
         time.sleep(0.2)
