@@ -144,3 +144,17 @@ def test_a_spare_takes_no_slot_and_one_worker_serves_each_lane(app, make_user, s
     for user in users:
         rows = requests_of(app, user)
         assert [row.id for row in sorted(rows, key=lambda row: row.started_at)] == [row.id for row in rows]
+
+
+def test_a_lane_handed_to_a_spare_that_died_unseen_is_reported_so_the_supervisor_forks_instead():
+    from webapp.lanes.spare import Spare, read_handover
+
+    read_end, write_end = os.pipe()
+    assert Spare(0, write_end).hand(7, 3, "host:1:abc:def")
+    assert read_handover(read_end) == (7, 3, "host:1:abc:def")
+    assert read_handover(read_end) is None, "the supervisor's end is closed once the lane is handed"
+    os.close(read_end)
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the spare died: nobody reads its pipe
+    assert not Spare(0, write_end).hand(7, 3, "host:1:abc:def")
