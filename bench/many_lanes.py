@@ -33,6 +33,8 @@ import psutil
 import psycopg
 from sqlalchemy.engine import make_url
 
+from bench.stack import is_spare
+
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 USS_PER_LANE_MIB = 25  # a lane worker's own memory (~21 MiB measured), with a margin
 DATABASE_ERRORS = re.compile(r"too many clients|remaining connection slots|no more connections allowed|"
@@ -129,8 +131,8 @@ class Sampler(threading.Thread):
 
 
 def lane_workers(supervisor_pids: list[int]) -> int:
-    """Lane workers alive now: the supervisors' child processes."""
-    return sum(len(psutil.Process(pid).children()) for pid in supervisor_pids)
+    """Lane workers alive now: the supervisors' child processes, their spares aside."""
+    return sum(1 for pid in supervisor_pids for child in psutil.Process(pid).children() if not is_spare(child))
 
 
 def crashed_lane_workers(ports: list[int]) -> int:

@@ -220,7 +220,8 @@ def cold_lane(stack: Stack, web: WebServer, sizes: Sizes) -> ScenarioReport:
     report.add(Measurement.of_samples(COLD_STARTED, "ms", started_ms))  # judged in the targets block
     report.add(Measurement.of_samples("finished event after submit returned", "ms", finished_ms))
     report.add(missing_measurement("events missing", missing))
-    report.notes.append("each user submits once: the supervisor must take the lease and fork a lane worker")
+    report.notes.append("each user submits once: the supervisor must take the lease and start a lane worker "
+                        "(hand the lane to its spare, or fork one)")
     return report
 
 

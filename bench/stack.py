@@ -119,6 +119,16 @@ class WebServer(Child):
         return children[0]
 
 
+def is_spare(process: psutil.Process) -> bool:
+    """Whether a supervisor's child is its spare lane worker (``webapp/lanes/spare.py``), by its title."""
+    from webapp.lanes.spare import TITLE
+
+    try:
+        return (process.cmdline() or [""])[0] == TITLE
+    except psutil.Error:
+        return False
+
+
 class Stack:
     """Starts and stops the Lanes under test; creates and removes the bench's users."""
 
@@ -166,9 +176,9 @@ class Stack:
         return self.scratch / f"counts-web{web.port}"
 
     def lane_workers(self) -> list[psutil.Process]:
-        """The lane workers worker.py runs now."""
+        """The lane workers worker.py runs now (its spare, waiting to be given a lane, is not one)."""
         try:
-            return psutil.Process(self.worker.pid).children()
+            return [child for child in psutil.Process(self.worker.pid).children() if not is_spare(child)]
         except psutil.NoSuchProcess:
             return []
 

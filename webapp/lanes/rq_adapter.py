@@ -16,6 +16,7 @@ Key names come from ``keys``, which takes RQ's from RQ's own attributes.
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 
@@ -102,16 +103,42 @@ def put_back(connection: redis.Redis, user_id: int, taken: str) -> None:
     connection.lpush(keys.rq_queue(user_id), taken)
 
 
+_address: tuple[int, str] | None = None  # (pid, this process's Redis client address), learned ahead
+
+
+def learn_address(connection: redis.Redis) -> None:
+    """Ask Redis for this process's client address ahead of time (a spare lane worker does, while it
+    waits), so that its RQ worker record need not ask on the lane's time. Older Redis: not learned."""
+    global _address
+    try:
+        _address = (os.getpid(), str(connection.client_info()["addr"]))
+    except redis.exceptions.ResponseError:  # CLIENT INFO needs Redis 6.2
+        _address = None
+
+
 class LaneRQWorker(SimpleWorker):
     """RQ's own worker record for a lane worker: registered, heartbeating, listed by rq-dashboard.
 
     Lanes runs its own loop (``lane_worker``); RQ's ``work()`` is never called.
     """
 
+    _name_pending = False  # the connection's name (CLIENT SETNAME) rides with the registration
+
+    def _set_ip_address(self, connection: redis.Redis) -> None:
+        """RQ names the connection and asks Redis for its address: two round trips as the worker is
+        built. With the address learned ahead (``learn_address``), neither is made now."""
+        if _address is None or _address[0] != os.getpid():
+            super()._set_ip_address(connection)
+            return
+        self.ip_address = _address[1]
+        self._name_pending = True
+
     def register_birth(self) -> None:
         """RQ's registration in one round trip: a lane worker's name is unique to its lease, so RQ's
         check for a live namesake (two more round trips on every cold start) cannot find one."""
         with self.connection.pipeline() as pipe:
+            if self._name_pending:
+                pipe.client_setname(self.name)
             pipe.delete(self.key)
             self.birth_date = self.last_heartbeat = now()
             pipe.hset(self.key, mapping=self.serialize())

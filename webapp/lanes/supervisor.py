@@ -4,6 +4,8 @@ Any number of supervisors may run, on any number of hosts. A lane's lease in Red
 at most one of them serves it. Lane workers are forked from this already-imported process
 (a few milliseconds instead of a fresh interpreter's hundreds) into their own process group,
 so that a Ctrl-C in the terminal reaches only the supervisor, which then stops them warmly.
+One of them is forked ahead as a spare (``spare``): already connected, it is handed the next
+admitted lane through a pipe, and another spare is forked after it.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ from webapp import system_log
 from webapp.extensions import db
 from webapp.lanes import keys, ready_index
 from webapp.lanes.cleanup import sweep
-from webapp.lanes.execution import compile_ahead
 from webapp.lanes.fence import LaneFence
 from webapp.lanes.lane_worker import forget_dead_worker, serve_lane
 from webapp.lanes.lease import LaneLease
 from webapp.lanes.reconciler import reconcile, repair_lane
 from webapp.lanes.slot_board import SlotBoard
+from webapp.lanes.spare import Spare, run_hot_statements, serve_when_handed
 from webapp.lanes.worker_metrics import (
     LANE_WORKERS,
     LANES_DELETED,
@@ -78,6 +80,7 @@ class Supervisor:
 
     TICK_SECONDS = 0.25
     STOPPING_TICK_SECONDS = 0.05  # while a lane worker makes room, look for its exit this often
+    SPARE_RETRY_SECONDS = 1.0  # after a spare died unused, wait this long before forking the next
 
     def __init__(self, app):
         self.app = app
@@ -89,6 +92,8 @@ class Supervisor:
         self.crowded = False  # every slot taken and lanes waiting (then reap and admit on a short tick)
         self.stopping = False
         self.next_reconcile = 0.0
+        self.spare: Spare | None = None  # a forked, connected child waiting to be handed a lane
+        self.next_spare = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -117,25 +122,24 @@ class Supervisor:
     def shutdown(self) -> None:
         """Ask every lane worker to finish its job and stop; kill those past the deadline."""
         deadline = time.monotonic() + self.config["LANES_SHUTDOWN_SECONDS"]
+        if self.spare is not None:
+            self._signal(self.spare.pid, signal.SIGTERM)
         for pid in list(self.children):
             self._signal(pid, signal.SIGTERM)
-        while self.children and time.monotonic() < deadline:
+        while (self.children or self.spare) and time.monotonic() < deadline:
             if not self.reap(block_seconds=0.1):
                 time.sleep(0.05)
-        for pid in list(self.children):
+        for pid in [*self.children, *([self.spare.pid] if self.spare else [])]:
             log.warning("supervisor: lane worker %s did not stop in time; killing it", pid)
             self._signal(pid, signal.SIGKILL)
-        while self.children:
+        while self.children or self.spare:
             self.reap(block_seconds=0.1)
         self.connection.zrem(keys.SUPERVISORS, self.id)
 
     def _compile_ahead(self) -> None:
         with self.app.app_context():
             try:
-                compile_ahead()
-                fence = LaneFence(db.engine, 0, "", self.config["LANES_LEASE_SECONDS"])
-                fence.renew()  # holds nothing: changes nothing
-                fence.release()
+                run_hot_statements(self.config["LANES_LEASE_SECONDS"])
             except SQLAlchemyError:
                 log.warning("supervisor: database unavailable; lane workers will compile their statements")
             finally:
@@ -153,6 +157,7 @@ class Supervisor:
         self.reap()
         self.admit()
         self.make_room()
+        self.keep_spare()
         now = time.monotonic()
         if now >= self.next_reconcile:
             self.next_reconcile = now + self.config["LANES_RECONCILE_SECONDS"]
@@ -197,50 +202,93 @@ class Supervisor:
                 capacity -= 1
 
     def spawn(self, user_id: int, lease: LaneLease) -> None:
-        parent_pid = os.getpid()
+        """Start the lane's worker: the spare if there is one (it is connected already), else a fork."""
         slot = self.board.take_slot()
+        pid = None
+        if self.spare is not None:
+            spare, self.spare = self.spare, None
+            if spare.hand(user_id, slot, lease.token):
+                pid = spare.pid
+            # else it died and is not reaped yet: fork a lane worker instead
+        if pid is None:
+            pid = self.fork(lambda: serve_lane(self.app, user_id, lease, self.board.view(slot)),
+                            f"lane worker for lane {user_id}")
+        self.children[pid] = Child(user_id, lease, time.monotonic(), slot)
+        WORKER_STARTS.inc()
+        LANE_WORKERS.set(len(self.children))
+        log.info("supervisor: lane %s -> worker pid %d", user_id, pid)
+
+    def keep_spare(self) -> None:
+        """Have a spare ready for the next cold lane (not while stopping, nor right after one died)."""
+        if self.spare is not None or self.stopping or self.config["LANES_MAX_WORKERS"] < 1:
+            return
+        if time.monotonic() < self.next_spare:
+            return
+        read_end, write_end = os.pipe()
+        try:
+            pid = self.fork(lambda: serve_when_handed(self.app, read_end, self.board), "spare lane worker",
+                            close_fds=(write_end,))
+        finally:
+            os.close(read_end)
+        self.spare = Spare(pid, write_end)
+
+    def fork(self, body, what: str, close_fds: tuple[int, ...] = ()) -> int:
+        """Fork a child that runs ``body()`` and exits with its status; the child's pid.
+
+        The child gets a process group of its own (a Ctrl-C reaches only the supervisor), the
+        default SIGTERM, SIGTERM when the supervisor dies, and empty connection pools.
+        """
+        parent_pid = os.getpid()
         pid = os.fork()
-        if pid == 0:  # the lane worker
+        if pid == 0:
             status = 1
             try:
+                for fd in (*close_fds, *([self.spare.fd] if self.spare else [])):
+                    os.close(fd)  # a spare's pipe is the supervisor's to write: its end of file says it stopped
                 os.setpgid(0, 0)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 stop_when_parent_dies(parent_pid)
                 with self.app.app_context():
                     db.engine.dispose(close=False)  # the parent's connections stay the parent's
-                status = serve_lane(self.app, user_id, lease, self.board.view(slot))
+                status = body()
             except BaseException:  # noqa: BLE001 - report anything, then leave without cleanup handlers
-                log.exception("lane worker for lane %s crashed", user_id)
+                log.exception("%s crashed", what)
             finally:
                 system_log.flush_all(timeout=2.0)  # os._exit skips atexit: write this worker's events first
                 os._exit(status)
-        self.children[pid] = Child(user_id, lease, time.monotonic(), slot)
-        WORKER_STARTS.inc()
-        LANE_WORKERS.set(len(self.children))
-        log.info("supervisor: lane %s -> worker pid %d", user_id, pid)
+        return pid
 
     def reap(self, block_seconds: float = 0.0) -> bool:
-        """Collect exited lane workers; a crashed one gets its lane back in the ready index."""
+        """Collect exited lane workers; a crashed one gets its lane back in the ready index.
+
+        A spare that died before it was given a lane is only replaced (after ``SPARE_RETRY_SECONDS``).
+        """
         reaped = False
         deadline = time.monotonic() + block_seconds
-        while self.children:
+        while self.children or self.spare is not None:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 self.children.clear()
+                self._spare_gone()
                 break
             if pid == 0:
                 if time.monotonic() >= deadline:
                     break
                 time.sleep(0.01)
                 continue
+            process_exited(pid)
+            if self.spare is not None and pid == self.spare.pid:
+                log.info("supervisor: spare lane worker %d exited unused (status %s)", pid, status)
+                self._spare_gone()
+                reaped = True
+                continue
             child = self.children.pop(pid, None)
             if child is None:
-                continue
+                continue  # a spare that died as it was handed a lane (it was replaced by a fork)
             self.board.give_back(child.slot)
             reaped = True
-            process_exited(pid)
             clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
             WORKER_EXITS.labels("clean" if clean else "crashed").inc()
             if not clean:
@@ -250,6 +298,12 @@ class Supervisor:
                 self.recover_lane(child)
         LANE_WORKERS.set(len(self.children))
         return reaped
+
+    def _spare_gone(self) -> None:
+        if self.spare is not None:
+            self.spare.close()
+            self.spare = None
+            self.next_spare = time.monotonic() + self.SPARE_RETRY_SECONDS
 
     def recover_lane(self, child: Child) -> None:
         """A lane worker died: let the next one take its lane at once, its interrupted request first.
