@@ -48,14 +48,33 @@ def worker_name(lease: LaneLease) -> str:
 
 
 class StopWaiting(Exception):
-    """SIGTERM arrived while the lane worker waited for its queue: leave now."""
+    """SIGTERM arrived while the lane worker waited with nothing to finish: leave now."""
+
+
+class StopRequest:
+    """What SIGTERM means to a lane worker: stop after the running job, at once while nothing runs.
+
+    The supervisor installs it first thing in every child it forks, so a SIGTERM that arrives while
+    a lane worker starts up (or a spare waits, or either is exiting) is a request to stop, never the
+    default death that the supervisor would count as a crash.
+    """
+
+    def __init__(self):
+        self.requested = threading.Event()
+        self.interruptible = False  # waiting with nothing to finish: the wait ends at once
+
+    def __call__(self, _signum, _frame) -> None:
+        self.requested.set()
+        if self.interruptible:
+            raise StopWaiting()
 
 
 class LaneWorker:
     """One lane's worker loop, holding the lane's lease and fence while it runs."""
 
-    def __init__(self, app, user_id: int, lease: LaneLease, board=None):
+    def __init__(self, app, user_id: int, lease: LaneLease, board=None, stop: StopRequest | None = None):
         config = app.config
+        self.stop = stop or StopRequest()
         self.user_id = user_id
         self.lease = lease
         self.connection = lease.connection
@@ -68,12 +87,11 @@ class LaneWorker:
             connection=self.connection, name=worker_name(lease),
         )
         self.rq_worker.procline = self.procline
-        self.stop_requested = threading.Event()  # SIGTERM: finish the running job, then go
+        self.stop_requested = self.stop.requested  # SIGTERM: finish the running job, then go
         self.lane_lost = threading.Event()  # the lease or the fence went to another worker
         self.handed_back = False
         self.jobs_in_a_row = 0
         self.shown_busy = False  # RQ's record says busy (set with each start, cleared once idle)
-        self.waiting = False  # blocked on the queue, with nothing running
         self.board = board or NoBoard()  # the supervisor's slots: crowded? and this worker idle
 
     def procline(self, _message: str = "") -> None:
@@ -198,21 +216,15 @@ class LaneWorker:
 
     def wait_for_queue(self, seconds: float) -> str | None:
         """Block for the lane's next id, flagged idle meanwhile (SIGTERM then ends the wait at once)."""
-        self.waiting = True
+        self.stop.interruptible = True
         self.board.idle(True)
         try:
             if self.stop_requested.is_set():
                 raise StopWaiting()
             return rq_adapter.wait_next(self.connection, self.user_id, seconds)
         finally:
-            self.waiting = False
+            self.stop.interruptible = False
             self.board.idle(False)
-
-    def on_sigterm(self, _signum, _frame) -> None:
-        """Warm stop: a running job finishes first; a wait for the queue ends now."""
-        self.stop_requested.set()
-        if self.waiting:
-            raise StopWaiting()
 
     def stopping(self) -> bool:
         return self.stop_requested.is_set() or self.lane_lost.is_set()
@@ -297,20 +309,30 @@ class LaneWorker:
                 log.warning("lane %s: lease renewal failed (Redis unavailable)", self.user_id)
 
 
-def serve_lane(app, user_id: int, lease: LaneLease, board=None) -> int:
+def serve_lane(app, user_id: int, lease: LaneLease, board=None, stop: StopRequest | None = None) -> int:
     """Serve one lane until it is idle, handed back, or stopped. Returns the exit status.
 
-    ``board`` is this worker's view of its supervisor's slots (``slot_board``).
+    ``board`` is this worker's view of its supervisor's slots (``slot_board``); ``stop`` is the
+    SIGTERM handler the supervisor installed as it forked this process (a SIGTERM that came before
+    counts: the lane is let go at once). Without one, one is installed for the while.
     """
     setproctitle.setproctitle(f"lanes {keys.lane_name(user_id)}")
+    stop_request = stop or StopRequest()
+    previous = signal.signal(signal.SIGTERM, stop_request)
+    try:
+        return _serve_lane(app, user_id, lease, board, stop_request)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _serve_lane(app, user_id: int, lease: LaneLease, board, stop_request: StopRequest) -> int:
     with app.app_context():
         try:
-            worker = LaneWorker(app, user_id, lease, board)  # RQ's worker asks Redis for its address
+            worker = LaneWorker(app, user_id, lease, board, stop_request)  # RQ's worker may ask Redis things
         except REDIS_AWAY:
             log.warning("lane %s: Redis unavailable as its worker started; handing the lane back", user_id)
             _quietly(lease.release)
             return 0
-        previous = signal.signal(signal.SIGTERM, worker.on_sigterm)
         stop = threading.Event()
         holders = [threading.Thread(target=keep, args=(stop,), daemon=True)
                    for keep in (worker.keep_fence, worker.keep_lease)]
@@ -338,7 +360,6 @@ def serve_lane(app, user_id: int, lease: LaneLease, board=None) -> int:
             if still_has_work is False:
                 _quietly(lambda: delete_lane_if_gone(lease.connection, user_id))
             db.session.remove()
-            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

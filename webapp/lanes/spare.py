@@ -27,7 +27,7 @@ from webapp.extensions import db
 from webapp.lanes import rq_adapter
 from webapp.lanes.execution import compile_ahead
 from webapp.lanes.fence import LaneFence
-from webapp.lanes.lane_worker import serve_lane
+from webapp.lanes.lane_worker import StopRequest, StopWaiting, serve_lane
 from webapp.lanes.lease import LaneLease
 
 log = logging.getLogger(__name__)
@@ -87,24 +87,42 @@ def run_hot_statements(lease_seconds: float) -> None:
     fence.release()
 
 
-def serve_when_handed(app, fd: int, board) -> int:
+def serve_when_handed(app, fd: int, board, stop: StopRequest) -> int:
     """The spare's life: warm up, wait for a lane on ``fd``, then serve it. Returns the exit status.
 
     Runs in the child that ``Supervisor.keep_spare`` forked, with SIGINT ignored, PDEATHSIG set and
-    SIGTERM left to its default: a spare has nothing to finish or give back, so it just ends. Once
-    it has read a lane it is the lane's worker in the supervisor's books, and a SIGTERM before
-    ``serve_lane`` takes it over ends it as it would end a freshly forked lane worker: the
-    supervisor reaps it and repairs the lane.
+    ``stop`` handling SIGTERM: a waiting spare has nothing to finish, so a SIGTERM ends its wait at
+    once. A lane handed to it meanwhile is still taken and let go at once (``serve_lane`` sees the
+    stop), so its lease is released, not left to expire.
     """
     setproctitle.setproctitle(TITLE)
     warm_up(app)
-    handed = read_handover(fd)
+    handed = None
+    stop.interruptible = True
+    try:
+        if not stop.requested.is_set():
+            handed = read_handover(fd)
+    except StopWaiting:
+        pass
+    finally:
+        stop.interruptible = False
+    if handed is None and stop.requested.is_set():
+        handed = _handed_already(fd)
     os.close(fd)
     if handed is None:
         return 0
     user_id, slot, token = handed
     lease = LaneLease(app.extensions["lanes_redis"], user_id, token, app.config["LANES_LEASE_SECONDS"])
-    return serve_lane(app, user_id, lease, board.view(slot))
+    return serve_lane(app, user_id, lease, board.view(slot), stop)
+
+
+def _handed_already(fd: int) -> tuple[int, int, str] | None:
+    """A handover already in the pipe as the spare was told to stop (one write: whole, or absent)."""
+    os.set_blocking(fd, False)
+    try:
+        return read_handover(fd)
+    except BlockingIOError:
+        return None
 
 
 class Spare:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ from webapp.extensions import db
 from webapp.lanes import keys, ready_index
 from webapp.lanes.cleanup import sweep
 from webapp.lanes.fence import LaneFence
-from webapp.lanes.lane_worker import forget_dead_worker, serve_lane
+from webapp.lanes.lane_worker import StopRequest, forget_dead_worker, serve_lane
 from webapp.lanes.lease import LaneLease
 from webapp.lanes.reconciler import reconcile, repair_lane
 from webapp.lanes.slot_board import SlotBoard
@@ -102,6 +103,10 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._request_stop)
         self._start_metrics()
         self._compile_ahead()
+        # What is loaded by now (the app, its SQL compiled) stays out of the garbage collector, as
+        # Python's gc docs advise before forking: a child's collections then do not write to, and so
+        # copy, the memory pages it shares with the supervisor.
+        gc.freeze()
         log.info("supervisor %s: serving up to %d lanes", self.id, self.config["LANES_MAX_WORKERS"])
         while not self.stopping:
             try:
@@ -211,7 +216,7 @@ class Supervisor:
                 pid = spare.pid
             # else it died and is not reaped yet: fork a lane worker instead
         if pid is None:
-            pid = self.fork(lambda: serve_lane(self.app, user_id, lease, self.board.view(slot)),
+            pid = self.fork(lambda stop: serve_lane(self.app, user_id, lease, self.board.view(slot), stop),
                             f"lane worker for lane {user_id}")
         self.children[pid] = Child(user_id, lease, time.monotonic(), slot)
         WORKER_STARTS.inc()
@@ -226,17 +231,18 @@ class Supervisor:
             return
         read_end, write_end = os.pipe()
         try:
-            pid = self.fork(lambda: serve_when_handed(self.app, read_end, self.board), "spare lane worker",
+            pid = self.fork(lambda stop: serve_when_handed(self.app, read_end, self.board, stop), "spare lane worker",
                             close_fds=(write_end,))
         finally:
             os.close(read_end)
         self.spare = Spare(pid, write_end)
 
     def fork(self, body, what: str, close_fds: tuple[int, ...] = ()) -> int:
-        """Fork a child that runs ``body()`` and exits with its status; the child's pid.
+        """Fork a child that runs ``body(stop)`` and exits with its status; the child's pid.
 
-        The child gets a process group of its own (a Ctrl-C reaches only the supervisor), the
-        default SIGTERM, SIGTERM when the supervisor dies, and empty connection pools.
+        The child gets a process group of its own (a Ctrl-C reaches only the supervisor), Lanes'
+        SIGTERM handler before anything else (``stop``: a request to stop, at any moment of its
+        life), SIGTERM when the supervisor dies, and empty connection pools.
         """
         parent_pid = os.getpid()
         pid = os.fork()
@@ -247,11 +253,12 @@ class Supervisor:
                     os.close(fd)  # a spare's pipe is the supervisor's to write: its end of file says it stopped
                 os.setpgid(0, 0)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                stop = StopRequest()
+                signal.signal(signal.SIGTERM, stop)
                 stop_when_parent_dies(parent_pid)
                 with self.app.app_context():
                     db.engine.dispose(close=False)  # the parent's connections stay the parent's
-                status = body()
+                status = body(stop)
             except BaseException:  # noqa: BLE001 - report anything, then leave without cleanup handlers
                 log.exception("%s crashed", what)
             finally:
