@@ -108,19 +108,23 @@ class LaneFence:
         self._run(_RELEASE, lambda result: None)
 
     def _run(self, statement, read):
-        """Run one of the fence's statements in a transaction of its own, and ``read`` its result.
+        """Run one of the fence's statements, committed by itself, and ``read`` its result.
 
-        A connection the database dropped (a restart) fails once, and SQLAlchemy then renews the
-        pool: so that is tried again at once (worker processes do not ping a pooled connection before
-        using it). Each statement is idempotent for its holder, so a second run changes nothing more.
+        Each is a single statement, so it runs on an autocommit connection: one round trip, not
+        three (BEGIN, the statement, COMMIT). A connection the database dropped (a restart) fails
+        once, and SQLAlchemy then renews the pool: so that is tried again at once (worker processes
+        do not ping a pooled connection before using it). Each statement is idempotent for its
+        holder, so a second run changes nothing more.
         """
         try:
-            with self.engine.begin() as connection:
-                return read(connection.execute(statement, self.params))
+            return self._run_once(statement, read)
         except DBAPIError as problem:
             if not problem.connection_invalidated:
                 raise
-        with self.engine.begin() as connection:
+        return self._run_once(statement, read)
+
+    def _run_once(self, statement, read):
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             return read(connection.execute(statement, self.params))
 
 
