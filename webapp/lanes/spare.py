@@ -58,33 +58,35 @@ def warm_up(app) -> None:
     The forked child starts with empty pools (the supervisor's connections stay the supervisor's).
     A new PostgreSQL backend also plans its first statements slowly (its catalog caches are cold),
     so the hot statements run once, changing nothing. The connection is then checked in: it idles
-    in the pool, in no transaction, and the pool pings it at the handover's first checkout, so a
-    stale one is replaced. A failure here is not fatal: the lane worker connects when it needs to,
-    as a freshly forked one does.
+    in the pool, in no transaction; if it went stale meanwhile (a database restart), the lane
+    worker's first statement fails, the pool is renewed and the statement is tried again. A failure
+    here is not fatal: the lane worker connects when it needs to, as a freshly forked one does.
     """
     with app.app_context():
         try:
             rq_adapter.learn_address(app.extensions["lanes_redis"])  # a round trip: connected
         except redis.exceptions.RedisError:
             log.warning("spare lane worker: Redis unavailable while warming up")
-        try:
-            run_hot_statements(app.config["LANES_LEASE_SECONDS"])
-        except SQLAlchemyError:
-            log.warning("spare lane worker: database unavailable while warming up")
-        finally:
-            db.session.remove()
+    run_hot_statements(app, "spare lane worker: database unavailable while warming up")
 
 
-def run_hot_statements(lease_seconds: float) -> None:
+def run_hot_statements(app, unavailable: str) -> None:
     """Run a lane worker's start-up and per-job statements once where they change nothing.
 
     In the supervisor this compiles them (a forked child inherits SQLAlchemy's cache); in a spare it
-    also warms its own database connection. Call in an app context; raises ``SQLAlchemyError``.
+    also warms its own database connection. A database that is away is only logged (``unavailable``):
+    the statements are then compiled where they are first needed.
     """
-    compile_ahead()
-    fence = LaneFence(db.engine, 0, "", lease_seconds)
-    fence.renew()  # holds nothing: changes nothing
-    fence.release()
+    with app.app_context():
+        try:
+            compile_ahead()
+            fence = LaneFence(db.engine, 0, "", app.config["LANES_LEASE_SECONDS"])
+            fence.renew()  # holds nothing: changes nothing
+            fence.release()
+        except SQLAlchemyError:
+            log.warning(unavailable)
+        finally:
+            db.session.remove()
 
 
 def serve_when_handed(app, fd: int, board, stop: StopRequest) -> int:

@@ -142,13 +142,7 @@ class Supervisor:
         self.connection.zrem(keys.SUPERVISORS, self.id)
 
     def _compile_ahead(self) -> None:
-        with self.app.app_context():
-            try:
-                run_hot_statements(self.config["LANES_LEASE_SECONDS"])
-            except SQLAlchemyError:
-                log.warning("supervisor: database unavailable; lane workers will compile their statements")
-            finally:
-                db.session.remove()
+        run_hot_statements(self.app, "supervisor: database unavailable; lane workers will compile their statements")
 
     def _start_metrics(self) -> None:
         start_series([job_type.name for job_type in all_job_types()])
