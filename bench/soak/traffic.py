@@ -151,7 +151,8 @@ class UserTraffic(threading.Thread):
                 self._reset_session()
                 time.sleep(wait)
                 continue
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+                # (the second: the web process died while sending the answer; the key makes a retry safe)
                 self._note(submit, "connection")
                 self._reset_session()
                 time.sleep(wait)

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 
 import redis
 from flask import current_app
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
-from sqlalchemy import Integer, Row, bindparam, case, literal_column, select, update
+from sqlalchemy import Integer, Row, bindparam, case, literal_column, or_, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from jobs.context import JobCanceled, JobContext, JobFailed
@@ -68,7 +69,10 @@ def _claim_statement():
     c = TABLE.c
     oldest = (
         select(c.id)
-        .where(c.user_id == bindparam("lane_user"), is_pending(c.status), c.id <= bindparam("up_to"))
+        .where(
+            c.user_id == bindparam("lane_user"), is_pending(c.status),
+            or_(c.id <= bindparam("up_to"), c.created_at <= bindparam("settled_before", type_=c.created_at.type)),
+        )
         .order_by(c.id)
         .limit(1)
         .scalar_subquery()
@@ -110,6 +114,7 @@ RECORD_OUTCOME = (
     .returning(*TABLE.c, _others_pending())
 )
 NO_LIMIT = 2**63 - 1
+SETTLED = timedelta(seconds=1)  # a pending row this old has had its submit's Redis writes done (or undone)
 
 
 def single_statement_connection():
@@ -123,7 +128,12 @@ def single_statement_connection():
 
 
 def claim_next(user_id: int, holder: str, up_to: int = NO_LIMIT) -> tuple[Row, dict] | None:
-    """Mark the lane's oldest pending request (id <= up_to) as started, in one statement.
+    """Mark the lane's oldest pending request as started, in one statement.
+
+    It claims up to the id taken off the lane's queue (``up_to``: a younger row's ``request.queued``
+    may not be published yet, as its submit writes Redis after its commit), or any row pending for
+    longer than ``SETTLED``, whose submit has long finished (Redis lost its id: a flush, a
+    restart, a crash of the worker that had taken it).
 
     Only ``holder``, holding the lane's fence, can claim. A row found already ``started`` was
     interrupted: it is re-run first, or failed with ``worker_lost`` once it has been started
@@ -131,12 +141,14 @@ def claim_next(user_id: int, holder: str, up_to: int = NO_LIMIT) -> tuple[Row, d
     the change, or None.
     """
     max_attempts = current_app.config["LANES_MAX_ATTEMPTS"]
+    now = utcnow()
     with single_statement_connection() as connection:
         row = connection.execute(
             CLAIM,
             {
                 "lane_user": user_id, "fence_holder": holder, "up_to": up_to, "max_attempts": max_attempts,
-                "now": utcnow(), "lost_message": f"The worker running this request was lost {max_attempts} times.",
+                "now": now, "settled_before": now - SETTLED,
+                "lost_message": f"The worker running this request was lost {max_attempts} times.",
             },
         ).first()
     if row is None:
