@@ -127,6 +127,15 @@ def single_statement_connection():
     return db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
+HAS_PENDING = select(TABLE.c.id).where(TABLE.c.user_id == bindparam("lane_user"), is_pending(TABLE.c.status)).limit(1)
+
+
+def has_pending(user_id: int) -> bool:
+    """Whether the database holds pending requests of the lane (whatever Redis says)."""
+    with single_statement_connection() as connection:
+        return connection.execute(HAS_PENDING, {"lane_user": user_id}).first() is not None
+
+
 def claim_next(user_id: int, holder: str, up_to: int = NO_LIMIT) -> tuple[Row, dict] | None:
     """Mark the lane's oldest pending request as started, in one statement.
 

@@ -28,7 +28,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from webapp.extensions import db
 from webapp.lanes import keys, ready_index, rq_adapter
 from webapp.lanes.cleanup import delete_lane_if_gone
-from webapp.lanes.execution import NO_LIMIT, Events, PlumbingFailure, announce_events, claim_next, run_claimed
+from webapp.lanes.execution import (
+    NO_LIMIT,
+    Events,
+    PlumbingFailure,
+    announce_events,
+    claim_next,
+    has_pending,
+    run_claimed,
+)
 from webapp.lanes.fence import LaneFence
 from webapp.lanes.lease import LaneLease
 from webapp.lanes.reconciler import repair_lane
@@ -123,6 +131,8 @@ class LaneWorker:
                         self.recover("claiming a request", problem)
                         continue
                     if claimed is None:
+                        if self.fence_lapsed():
+                            continue  # re-taken: claim again (or the lane went to another worker: stop)
                         # The id taken named nothing pending (canceled, or a stray): look at the queue again.
                         ended, (taken, claim) = (), self.announce_and_take(ended)
                         continue
@@ -188,6 +198,21 @@ class LaneWorker:
             self.announce(ended)
         if taken is not None:
             self.put_back(taken)
+
+    def fence_lapsed(self) -> bool:
+        """After a claim found nothing: whether that was because the fence had lapsed (the database was
+        away past its expiry) rather than because nothing was pending. A lapsed fence is taken again
+        if it is free; if another worker holds it, the lane is lost. Claiming without the fence finds
+        nothing, and the id taken off the queue must not be dropped for that."""
+        try:
+            if self.fence.renew():
+                return False
+            if not self.fence.acquire():
+                log.warning("lane %s: fence taken by another worker; stopping", self.user_id)
+                self.lane_lost.set()
+        except SQLAlchemyError as problem:
+            self.recover("checking the fence", problem)
+        return True
 
     def start_bookkeeping(self, request_id: int, taken: str | None):
         """RQ's bookkeeping of a start, and a look at the queue for the id after it (same pipeline)."""
@@ -357,7 +382,10 @@ def _serve_lane(app, user_id: int, lease: LaneLease, board, stop_request: StopRe
             if fenced:
                 _quietly(worker.fence.release)
             still_has_work = _quietly(lease.release)
-            if still_has_work is False:
+            if still_has_work is False and _quietly(lambda: has_pending(user_id)):
+                # Redis lost the lane's ids (a flush, a restart) but its rows wait: a worker, now.
+                _quietly(lambda: ready_index.remark(lease.connection, user_id))
+            elif still_has_work is False:
                 _quietly(lambda: delete_lane_if_gone(lease.connection, user_id))
             db.session.remove()
     return 0
