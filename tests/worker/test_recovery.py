@@ -24,6 +24,12 @@ def rows_of(app, user_id):
         return rows
 
 
+def all_finished(app, user_id):
+    """The user's rows once every one has finished, else None (for ``wait_until``)."""
+    rows = rows_of(app, user_id)
+    return rows if all(r.status == "finished" for r in rows) else None
+
+
 def busy_worker_pid(redis_client):
     """The pid of a live lane worker that is running a job (a killed one stays registered a while)."""
     for worker in Worker.all(connection=redis_client):
@@ -45,11 +51,7 @@ def test_killed_lane_worker_job_is_rerun_first(app, make_user, start_worker, red
 
     os.kill(wait_until(running, message="the lane worker to start the job"), signal.SIGKILL)
 
-    def all_finished():
-        rows = rows_of(app, user)
-        return rows if all(r.status == "finished" for r in rows) else None
-
-    rows = wait_until(all_finished, timeout=30, message="both requests to finish after the crash")
+    rows = wait_until(lambda: all_finished(app, user), timeout=30, message="both requests to finish after the crash")
     by_id = {row.id: row for row in rows}
     assert by_id[first].attempts == 2 and by_id[first].result == {"message": "interrupted"}
     assert by_id[second].attempts == 1
@@ -87,11 +89,8 @@ def test_requests_survive_redis_losing_its_data_and_keep_their_order(app, make_u
     redis_client.flushdb()  # Redis restarted without its data: the database rows are the truth
     start_worker(LANES_RECONCILE_SECONDS="1")
 
-    def all_finished():
-        rows = rows_of(app, user)
-        return rows if all(r.status == "finished" for r in rows) else None
-
-    rows = wait_until(all_finished, timeout=30, message="the reconciler to re-enqueue the lost requests")
+    rows = wait_until(lambda: all_finished(app, user), timeout=30,
+                      message="the reconciler to re-enqueue the lost requests")
     ran = sorted(rows, key=lambda row: row.started_at)
     assert [row.id for row in ran] == ids
     assert [row.result["message"] for row in ran] == [str(n) for n in range(5)]
@@ -110,11 +109,8 @@ def test_a_flush_under_a_running_lane_does_not_wait_for_the_reconciler(app, make
     wait_until(lambda: rows_of(app, user)[0].status == "started", timeout=20, message="the long job to start")
     redis_client.flushdb()
 
-    def all_finished():
-        rows = rows_of(app, user)
-        return rows if all(r.status == "finished" for r in rows) else None
-
-    rows = wait_until(all_finished, timeout=30, message="the flushed lane's requests to run without the reconciler")
+    rows = wait_until(lambda: all_finished(app, user), timeout=30,
+                      message="the flushed lane's requests to run without the reconciler")
     ran = sorted(rows, key=lambda row: row.started_at)
     assert [row.id for row in ran] == ids
     assert all(row.attempts == 1 for row in rows), "a request ran twice"
