@@ -185,13 +185,16 @@ TOUCH_TOKEN = update(ApiToken).where(ApiToken.id == bindparam("token")).values(l
 
 
 def token_holder(plain: str) -> TokenHolder | None:
-    """``user_for_token`` for the API: the user and token ids, in one Core statement."""
-    row = db.session.execute(TOKEN_HOLDER, {"digest": token_digest(plain)}).first()
+    """``user_for_token`` for the API: the user and token ids, in one Core statement.
+
+    Run on the session's connection, not through ``Session.execute``: a statement of mapped columns
+    would go through the ORM's execution path, a third of this check's CPU, for plain values."""
+    row = db.session.connection().execute(TOKEN_HOLDER, {"digest": token_digest(plain)}).first()
     return TokenHolder(*row) if row else None
 
 
 def touch_token(token_id: int, now: datetime) -> None:
-    db.session.execute(TOUCH_TOKEN, {"token": token_id, "now": now})
+    db.session.connection().execute(TOUCH_TOKEN, {"token": token_id, "now": now})
 
 
 def revoke_token(token: ApiToken, username: str | None = None) -> None:
