@@ -9,7 +9,10 @@ and the bench reads the files while processes still run.
 
 Counted on the client side (this process only, whoever else shares the Redis server):
 - ``statements``: SQL statements executed through SQLAlchemy (``before_cursor_execute``);
-- ``transactions``: commits and rollbacks (each is a round trip: psycopg also sends a BEGIN);
+- ``transactions``: commits and rollbacks that end an open transaction (each is a round trip, and
+  psycopg also sent a BEGIN). A connection in autocommit mode, or one returned to the pool with
+  nothing begun, makes SQLAlchemy fire its commit or rollback event though psycopg sends nothing:
+  those are not counted;
 - ``redis_commands``: commands sent by redis-py, pipelined ones one by one, MULTI/EXEC included;
 - ``redis_round_trips``: writes to the socket (a pipeline is one).
 """
@@ -56,6 +59,20 @@ class Counts:
             RECORD.pack_into(self.map, 0, *self.values)
 
 
+def _in_transaction(connection) -> bool:
+    """Whether the DBAPI connection has a transaction open, so that ending it is a round trip.
+
+    psycopg sends nothing for a commit or rollback when the connection is idle (autocommit mode,
+    or nothing begun); other drivers are counted as they are told to end one."""
+    try:
+        status = connection.connection.driver_connection.info.transaction_status
+    except AttributeError:
+        return True
+    from psycopg.pq import TransactionStatus
+
+    return status != TransactionStatus.IDLE
+
+
 def install(directory: str) -> None:
     from redis.connection import AbstractConnection
     from sqlalchemy import event
@@ -69,12 +86,14 @@ def install(directory: str) -> None:
         counts.add(0)
 
     @event.listens_for(Engine, "commit")
-    def _commit(*_args):
-        counts.add(1)
+    def _commit(connection):
+        if _in_transaction(connection):
+            counts.add(1)
 
     @event.listens_for(Engine, "rollback")
-    def _rollback(*_args):
-        counts.add(1)
+    def _rollback(connection):
+        if _in_transaction(connection):
+            counts.add(1)
 
     send_command = AbstractConnection.send_command
     pack_commands = AbstractConnection.pack_commands
