@@ -67,6 +67,13 @@ class LanesRedisManager(socketio_lib.RedisManager):
     failure, and so follows a Sentinel failover to the new primary.
     """
 
+    def _handle_emit(self, message) -> None:
+        """Emit a message's events in order: the first as python-socketio would, then those that
+        rode with it (``more``; see ``webapp.lanes.events``)."""
+        super()._handle_emit(message)
+        for event, data in message.get("more") or ():
+            super()._handle_emit({**message, "event": event, "data": [data]})
+
     def _redis_connect(self) -> None:
         # No read timeout: the listener blocks on the subscription between events.
         self.redis = redis_client(self.redis_url, socket_connect_timeout=5)

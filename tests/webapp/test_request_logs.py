@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import wait_until
 from webapp.extensions import db
+from webapp.lanes.events import events_in
 from webapp.lanes.execution import run_request
 from webapp.lanes.request_logs import LIMIT_REACHED, MAX_LINE_LENGTH, MAX_LINES, RequestLogWriter
 from webapp.lanes.service import submit_request
@@ -26,8 +27,7 @@ def published(lane_app):
     def read(timeout: float = 2.0) -> list[tuple[str, dict]]:
         events = []
         while (message := pubsub.get_message(timeout=timeout)) is not None:
-            body = json.loads(message["data"])
-            events.append((body["event"], body["data"][0]))
+            events.extend(events_in(json.loads(message["data"])))
             timeout = 0.2
         return events
 

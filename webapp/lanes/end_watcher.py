@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 import redis
 
+from webapp.lanes.events import events_in
 from webapp.models import TERMINAL_STATUSES
 
 log = logging.getLogger(__name__)
@@ -87,12 +88,12 @@ class EndWatcher:
             message = json.loads(data)
         except (TypeError, ValueError):
             return  # not one of ours: Socket.IO's own messages are pickled
-        if not isinstance(message, dict) or message.get("event") not in END_EVENTS:
-            return
-        body = message.get("data")
-        request_id = body[0].get("id") if isinstance(body, list) and body and isinstance(body[0], dict) else None
-        if not isinstance(request_id, int):
-            return
+        for event, body in events_in(message):
+            if event in END_EVENTS and isinstance(body, dict) and isinstance(body.get("id"), int):
+                self.wake(body["id"])
+
+    def wake(self, request_id: int) -> None:
+        """Set the events of everyone waiting for ``request_id``."""
         with self.lock:
             waiting = list(self.waiters.get(request_id, ()))
         for ended in waiting:
