@@ -23,7 +23,8 @@ IDLE_SECONDS = 0.05  # the lane worker stops this long after its lane is empty (
 EVENTS = "events + RQ bookkeeping (one pipeline per job)"
 STAGES = [
     ("claim (one UPDATE ... RETURNING, autocommit)", "webapp.lanes.lane_worker", "claim_next"),
-    (EVENTS, "webapp.lanes.execution", "announce_events"),  # a start, with the previous end
+    (EVENTS, "webapp.lanes.events", "EventPublisher.emit_ahead"),  # a start, with the previous end (sent)
+    (EVENTS, "webapp.lanes.events", "RepliesLater.results"),  # ... and its replies, read after the job
     (EVENTS, "webapp.lanes.lane_worker", "announce_events"),  # an end announced alone
     ("the job itself (echo)", "webapp.lanes.execution", "run_job"),
     ("run_claimed: whole (start events, job, outcome)", "webapp.lanes.lane_worker", "run_claimed"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from webapp.lanes.events import events_in, user_room
 
 
@@ -39,3 +41,65 @@ def test_anything_else_on_the_channel_reads_as_no_events():
     assert events_in({"method": "disconnect", "sid": "abc"}) == []
     assert events_in(["emit"]) == []
     assert events_in({"method": "emit", "event": 3, "data": []}) == []
+
+
+def test_commands_sent_ahead_are_done_before_their_replies_are_read(app):
+    publisher, client = app.extensions["lanes_events"], app.extensions["lanes_redis"]
+    client.delete("ahead:list")
+    client.rpush("ahead:list", "next-id")
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(app.extensions["lanes_socketio_channel"])
+    pubsub.get_message(timeout=1)
+    try:
+        replies = publisher.emit_ahead(7, (("request.started", {"id": 5}),), lambda pipe: pipe.lpop("ahead:list"))
+        # Sent, not yet read: Redis has already done it all.
+        assert events_in(json.loads(pubsub.get_message(timeout=2)["data"])) == [("request.started", {"id": 5})]
+        assert client.llen("ahead:list") == 0
+        assert replies.results() == [b"next-id"]
+        assert replies.results() == [b"next-id"], "read once; asked again, the same"
+    finally:
+        pubsub.close()
+    assert client.ping() and client.rpush("ahead:list", "x") == 1, "the connection went back in step"
+
+
+def test_replies_never_read_do_not_reach_the_next_user_of_the_connection(app):
+    publisher, client = app.extensions["lanes_events"], app.extensions["lanes_redis"]
+    client.set("ahead:key", "value")
+    for _ in range(3):
+        publisher.emit_ahead(7, (), lambda pipe: pipe.get("ahead:key")).drop()
+    assert client.get("ahead:key") == b"value"
+    assert client.ping()
+
+
+def test_a_read_cut_short_closes_the_connection(app, monkeypatch):
+    """A job's timeout (an exception from a signal handler) can land while the replies are read."""
+    from redis.connection import AbstractConnection
+
+    publisher, client = app.extensions["lanes_events"], app.extensions["lanes_redis"]
+    client.set("ahead:key", "value")
+    replies = publisher.emit_ahead(7, (("request.started", {"id": 5}),), lambda pipe: pipe.get("ahead:key"))
+    read_response = AbstractConnection.read_response
+    calls = []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise TimeoutError("the job's time ran out")
+        return read_response(self, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "read_response", interrupted)
+    with pytest.raises(TimeoutError):
+        replies.results()
+    monkeypatch.setattr(AbstractConnection, "read_response", read_response)
+    assert client.get("ahead:key") == b"value", "no leftover reply was read as this one's"
+
+
+def test_redis_down_when_sending_ahead_reads_as_failed(app):
+    from tests.conftest import free_port
+    from webapp.lanes.events import EventPublisher
+    from webapp.redis_client import redis_client
+
+    nowhere = redis_client(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    replies = EventPublisher(nowhere, "channel").emit_ahead(7, (("request.started", {"id": 5}),),
+                                                           lambda pipe: pipe.lpop("x"))
+    assert replies.results() is None

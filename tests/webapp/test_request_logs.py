@@ -95,8 +95,13 @@ def test_report_export_and_primes_count_log_what_they_do(lane_app, published):
     assert logs[primes][-1] == "Done: 216,816 primes up to 3,000,000."
     assert logs[export][0] == f"Exporting 4 requests (up to #{export}) as CSV."
     assert logs[export][-1].startswith("Rendered 4 rows:") and "saving the file" in logs[export][-1]
-    live = [(data["id"], data["text"]) for event, data in published() if event == "request.log"]
+    events = published()
+    live = [(data["id"], data["text"]) for event, data in events if event == "request.log"]
     assert live == [(primes, text) for text in logs[primes]] + [(export, text) for text in logs[export]]
+    # Each job logs as it starts: its lines follow its request.started, whose replies it waited for.
+    order = [(event, data["id"]) for event, data in events if event in ("request.started", "request.log")]
+    for request_id in (primes, export):
+        assert order.index(("request.started", request_id)) < order.index(("request.log", request_id))
 
 
 def test_the_api_pages_a_log_oldest_first(api, app, start_worker):

@@ -71,6 +71,81 @@ class EventPublisher:
             log.warning("could not publish %s for user %s", [event for event, _ in events], user_id, exc_info=True)
             return None
 
+    def emit_ahead(self, user_id: int, events, bookkeeping=None) -> RepliesLater:
+        """``emit_along``, but only the sending: the replies are read by ``RepliesLater.results``.
+
+        A lane worker announces a start this way and runs the job while Redis answers, instead of
+        waiting a round trip first. The commands reach Redis before anything sent after them on
+        any connection, as they are on the wire before the caller goes on.
+        """
+        with self.connection.pipeline(transaction=False) as pipe:  # a command builder here: never executed
+            self.add_to(pipe, user_id, *events)
+            if bookkeeping is not None:
+                bookkeeping(pipe)
+            commands = [args for args, _options in pipe.command_stack]
+        names = [event for event, _ in events]
+        pool, connection = self.connection.connection_pool, None
+        try:
+            connection = pool.get_connection()  # connects, if it must
+            connection.send_packed_command(connection.pack_commands(commands))
+        except redis.exceptions.RedisError:
+            if connection is not None:
+                connection.disconnect()
+                pool.release(connection)
+            log.warning("could not publish %s for user %s", names, user_id, exc_info=True)
+            return RepliesLater(None, None, 0, 0, names)
+        return RepliesLater(pool, connection, len(commands), 1 if events else 0, names)
+
+
+class RepliesLater:
+    """Commands already sent on a connection held for their replies; ``results`` reads them (once:
+    later calls return the same).
+
+    Until then the connection is out of the pool: nothing else can read these replies by mistake.
+    ``drop`` (for a caller that no longer wants them) closes it instead of leaving replies unread.
+    """
+
+    def __init__(self, pool, connection, count: int, skip: int, names: list[str]):
+        self.pool, self.connection, self.count, self.skip, self.names = pool, connection, count, skip, names
+        self.read: list | None = None
+
+    def results(self) -> list | None:
+        """The bookkeeping commands' replies, or None when Redis failed (or refused a command: logged)."""
+        if self.connection is None:
+            return self.read
+        self.read = self._read()
+        return self.read
+
+    def _read(self) -> list | None:
+        replies: list | None = []
+        try:
+            for _ in range(self.count):
+                try:
+                    replies.append(self.connection.read_response())
+                except redis.exceptions.ResponseError as error:
+                    replies.append(error)
+        except redis.exceptions.RedisError:
+            log.warning("could not publish %s (no reply)", self.names, exc_info=True)
+            replies = None
+        finally:
+            if replies is None or len(replies) < self.count:  # failed, or cut short (a job's timeout)
+                self.connection.disconnect()  # unread replies must never reach the pool's next user
+            self._give_back()
+        if any(isinstance(reply, redis.exceptions.ResponseError) for reply in replies):
+            log.warning("could not publish %s: %s", self.names, replies)
+            return None
+        return replies[self.skip:]
+
+    def drop(self) -> None:
+        """Give the connection back closed, its replies unread (the caller no longer wants them)."""
+        if self.connection is not None:
+            self.connection.disconnect()
+            self._give_back()
+
+    def _give_back(self) -> None:
+        self.pool.release(self.connection)
+        self.connection = None
+
 
 def events_in(message) -> list[tuple[str, object]]:
     """The ``(event, data)`` pairs of a published emit message, in order; [] for anything else.

@@ -195,8 +195,20 @@ def run_claimed(row: Row, lane: dict, on_start: Bookkeeping | None = None,
     """
     if row.status == FAILED:
         return earlier + events_of(row, lane), []
-    started = announce_events(row.user_id, earlier + events_of(row, lane), on_start)
-    status, result, error_code, error_message = run_job(row)
+    # Sent now, read after the outcome: the job runs while Redis answers. Anything the job publishes
+    # itself (progress, log lines) waits for these replies first, so it never overtakes the start.
+    replies = current_app.extensions["lanes_events"].emit_ahead(row.user_id, earlier + events_of(row, lane), on_start)
+    try:
+        ended = _run_and_record(row, replies.results)
+    except BaseException:
+        replies.drop()
+        raise
+    return ended, replies.results()
+
+
+def _run_and_record(row: Row, announced: Callable[[], object]) -> Events:
+    """Run the claimed request's job and record its outcome: the events that announce the end."""
+    status, result, error_code, error_message = run_job(row, announced)
     if status != FINISHED:
         db.session.rollback()  # a failed or canceled job leaves no partial writes
     outcome = {
@@ -214,7 +226,7 @@ def run_claimed(row: Row, lane: dict, on_start: Bookkeeping | None = None,
     if status == CANCELED:
         _forget_cancel_flag(recorded.id)
     job_ended(recorded.type, status, recorded.started_at, recorded.ended_at, recorded.created_at)
-    return events_of(recorded, lane_event(recorded.user_id, recorded.others, None)), started
+    return events_of(recorded, lane_event(recorded.user_id, recorded.others, None))
 
 
 def record_outcome(outcome: dict) -> Row | None:
@@ -234,8 +246,21 @@ def record_outcome(outcome: dict) -> Row | None:
     return recorded
 
 
-def run_job(row: Row) -> tuple[str, dict | None, str | None, str | None]:
-    """Call the job function in the worker's session: (status, result, error code, error message)."""
+def after(announced: Callable[[], object], publish: Callable) -> Callable:
+    """``publish``, called once ``announced()`` has returned: what a job publishes follows its start."""
+    def publish_after(*args):
+        announced()
+        return publish(*args)
+    return publish_after
+
+
+JobOutcome = tuple[str, dict | None, str | None, str | None]  # status, result, error code, error message
+
+
+def run_job(row: Row, announced: Callable[[], object] = lambda: None) -> JobOutcome:
+    """Call the job function in the worker's session: (status, result, error code, error message).
+
+    ``announced`` returns once the request's start is out; the job's own events wait for it."""
     job_type = get_job_type(row.type)
     context = JobContext(
         user_id=row.user_id,
@@ -243,9 +268,9 @@ def run_job(row: Row) -> tuple[str, dict | None, str | None, str | None]:
         session=db.session,
         attempt=row.attempts,
         settings=current_app.config,
-        report_progress=lambda percent, message: report_progress(row, percent, message),
+        report_progress=after(announced, lambda percent, message: report_progress(row, percent, message)),
         cancel_requested=lambda: cancel_requested(row.id),
-        write_log=RequestLogWriter(row.id, row.user_id),  # on its own connection, like progress
+        write_log=after(announced, RequestLogWriter(row.id, row.user_id)),  # on its own connection, like progress
     )
     try:
         if job_type is None:
