@@ -1,4 +1,4 @@
-"""The request and lane objects of the API and of live events (SPEC §5, §6)."""
+"""The request and lane objects of the API and of live events (docs/api.md)."""
 
 from __future__ import annotations
 
