@@ -125,6 +125,13 @@ def test_the_request_page_follows_a_request_live_with_times_and_log(strict_chrom
 
     first = ran_seconds()
     wait_until(lambda: ran_seconds() >= first + 0.5, timeout=3, message="the run time to grow on screen")
+
+    def shown_progress():
+        return int(page.get_attribute("#request-state .progress", "data-progress") or 0)
+
+    progress = shown_progress()
+    wait_until(lambda: shown_progress() > progress, timeout=3, message="the progress bar to move in place")
+    assert re.fullmatch(r"\d+%", page.inner_text("#request-state .progress-value"))
     page.wait_for_selector("#request[data-status=finished]", timeout=15000)
     assert page.get_attribute("#request-state", "data-status") == "finished"
     assert "Finished" in page.text_content("#request-state .status")

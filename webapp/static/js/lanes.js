@@ -105,9 +105,20 @@
     });
   }
 
+  // A request.progress event, shown in place by a request's .progress box (bar, value and message).
+  function showProgress(box, data) {
+    var bar = box.querySelector("progress");
+    bar.value = data.progress;
+    bar.textContent = data.progress + "%";
+    box.setAttribute("data-progress", data.progress);
+    box.querySelector(".progress-value").textContent = data.progress + "%";
+    box.querySelector(".progress-message").textContent = data.message || "";
+  }
+
   window.Lanes = {
     formatNumber: formatNumber, formatDuration: formatDuration, refreshTimes: refreshTimes,
-    refreshDurations: refreshDurations, followFlash: followFlash, syncFlashes: syncFlashes
+    refreshDurations: refreshDurations, followFlash: followFlash, syncFlashes: syncFlashes,
+    showProgress: showProgress
   };
 
   document.addEventListener("DOMContentLoaded", function () {

@@ -104,12 +104,7 @@
   function moveProgress(data) {
     var row = document.querySelector('[data-request-id="' + data.id + '"] .progress');
     if (!row) { refreshSoon(); return; }
-    var bar = row.querySelector("progress");
-    bar.value = data.progress;
-    bar.textContent = data.progress + "%";
-    row.setAttribute("data-progress", data.progress);
-    row.querySelector(".progress-value").textContent = data.progress + "%";
-    row.querySelector(".progress-message").textContent = data.message || "";
+    window.Lanes.showProgress(row, data);
   }
 
   function showMessages(doc) {

@@ -64,12 +64,7 @@
     if (data.id !== requestId) { return; }
     var box = document.querySelector("#request-state .progress");
     if (!box) { reread(); return; }
-    var bar = box.querySelector("progress");
-    bar.value = data.progress;
-    bar.textContent = data.progress + "%";
-    box.setAttribute("data-progress", data.progress);
-    box.querySelector(".progress-value").textContent = data.progress + "%";
-    box.querySelector(".progress-message").textContent = data.message || "";
+    window.Lanes.showProgress(box, data);
     var fact = document.querySelector("#request-state .fact-progress");
     if (fact) { fact.textContent = data.progress + "%" + (data.message ? " · " + data.message : ""); }
   }
