@@ -4,7 +4,8 @@ The file is an ``ExportFile`` row keyed by the export's request id, so any web h
 it at ``/downloads/<request id>`` and a re-run replaces it instead of adding a second one.
 It is rendered batch by batch into a spooled temporary file (memory stays bounded however long
 the history), then kept if the user's exports stay within ``LANES_EXPORT_QUOTA_BYTES``; exports
-older than ``LANES_EXPORT_TTL_DAYS`` expire (refused for download, deleted at the next export).
+older than ``LANES_EXPORT_TTL_DAYS`` expire (refused for download, deleted at the user's next export
+or by the supervisors' hourly sweep, ``webapp.lanes.cleanup.delete_expired_exports``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import io
 import json
 import tempfile
 from collections.abc import Iterator
-from datetime import timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Row
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from jobs.context import JobContext, JobFailed
 from jobs.registry import job_type
 from webapp.lanes.representation import iso
-from webapp.models import ExportFile, LaneRequest, utcnow
+from webapp.models import ExportFile, LaneRequest, export_cutoff, utcnow
 
 BATCH_SIZE = 500
 COLUMNS = (
@@ -87,7 +87,7 @@ def _make_room(ctx: JobContext, size: int) -> None:
     ttl_days = ctx.settings.get("LANES_EXPORT_TTL_DAYS", DEFAULT_TTL_DAYS)
     quota = ctx.settings.get("LANES_EXPORT_QUOTA_BYTES", DEFAULT_QUOTA_BYTES)
     ctx.session.execute(delete(ExportFile).where(
-        ExportFile.user_id == ctx.user_id, ExportFile.created_at < utcnow() - timedelta(days=ttl_days)
+        ExportFile.user_id == ctx.user_id, ExportFile.created_at < export_cutoff(ttl_days)
     ))
     used = ctx.session.scalar(
         select(func.coalesce(func.sum(func.length(ExportFile.content)), 0))

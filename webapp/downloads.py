@@ -9,8 +9,6 @@ slow client reads.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
 from flask_login import current_user
 from sqlalchemy import func, select
@@ -18,7 +16,7 @@ from sqlalchemy import func, select
 from webapp import errors
 from webapp.auth.accounts import user_for_token
 from webapp.extensions import db, login_manager
-from webapp.models import ExportFile, User, utcnow
+from webapp.models import ExportFile, User, export_cutoff
 
 PIECE_BYTES = 256 * 1024
 
@@ -45,7 +43,7 @@ def download(request_id: int):
     if found is None:
         raise errors.NotFound("No such download.")
     filename, content_type, created_at, size = found
-    if created_at < utcnow() - timedelta(days=current_app.config["LANES_EXPORT_TTL_DAYS"]):
+    if created_at < export_cutoff(current_app.config["LANES_EXPORT_TTL_DAYS"]):
         raise errors.NotFound("This export has expired; run a new one.")
     response = Response(stream_with_context(_pieces(request_id, size)), mimetype=content_type)
     response.headers["Content-Length"] = str(size)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from flask_login import UserMixin
 from sqlalchemy import (
@@ -139,6 +139,11 @@ class LedgerEntry(db.Model):
     memo: Mapped[str | None] = mapped_column(String(200))
     balance_after: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+def export_cutoff(ttl_days: int) -> datetime:
+    """Exports created before this have expired (``LANES_EXPORT_TTL_DAYS``)."""
+    return utcnow() - timedelta(days=ttl_days)
 
 
 class ExportFile(db.Model):

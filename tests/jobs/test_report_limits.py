@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import requests
 from sqlalchemy import insert, select, update
 
+from tests.conftest import wait_until
 from tests.jobs.test_report import bearer, exported
 
 
@@ -86,3 +87,25 @@ def test_a_large_export_is_sent_in_pieces_by_gunicorn(app, make_user, make_token
     body = b"".join(response.iter_content(65536))
     assert body == stored
     assert body.decode().splitlines()[1].split(",")[0].isdigit()
+
+
+def test_expired_exports_are_deleted_without_waiting_for_their_owners_next_export(
+    app, make_user, lane_of, start_worker,
+):
+    """Bob exports once and never again: a supervisor deletes his file once it has expired; Alice's
+    recent one stays."""
+    from webapp.extensions import db
+    from webapp.models import ExportFile
+
+    alice, bob = make_user("alice"), make_user("bob")
+    kept = exported(app, lane_of(alice), alice)
+    gone = exported(app, lane_of(bob), bob)
+    with app.app_context():
+        db.session.execute(update(ExportFile).where(ExportFile.request_id == gone)
+                           .values(created_at=datetime.now(UTC) - timedelta(days=8)))
+        db.session.commit()
+        db.session.remove()
+
+    start_worker()  # a supervisor sweeps expired exports at its first housekeeping, then hourly
+    wait_until(lambda: export_files(app, bob) == [], timeout=30, message="bob's expired export to be deleted")
+    assert export_files(app, alice) == [kept]

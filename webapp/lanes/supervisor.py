@@ -28,7 +28,7 @@ from jobs.registry import all_job_types
 from webapp import system_log
 from webapp.extensions import db
 from webapp.lanes import keys, ready_index
-from webapp.lanes.cleanup import sweep
+from webapp.lanes.cleanup import delete_expired_exports, sweep
 from webapp.lanes.fence import LaneFence
 from webapp.lanes.lane_worker import StopRequest, forget_dead_worker, serve_lane
 from webapp.lanes.lease import LaneLease
@@ -51,6 +51,7 @@ from webapp.lanes.worker_metrics import (
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+EXPORT_SWEEP_SECONDS = 3600  # expired exports are refused at once; deleting them can wait an hour
 
 
 def stop_when_parent_dies(parent_pid: int) -> None:
@@ -93,6 +94,7 @@ class Supervisor:
         self.crowded = False  # every slot taken and lanes waiting (then reap and admit on a short tick)
         self.stopping = False
         self.next_reconcile = 0.0
+        self.next_export_sweep = 0.0  # this supervisor's first housekeeping with the lock sweeps them
         self.spare: Spare | None = None  # a forked, connected child waiting to be handed a lane
         self.next_spare = 0.0
 
@@ -342,6 +344,21 @@ class Supervisor:
             REPAIRS.inc(reconcile(self.connection))
             db.session.remove()
             LANES_DELETED.inc(sweep(self.connection))  # in the app context: deletions go to the system log
+            if now >= self.next_export_sweep:
+                self.next_export_sweep = now + EXPORT_SWEEP_SECONDS
+                self.sweep_exports()
+
+    def sweep_exports(self) -> None:
+        try:
+            deleted = delete_expired_exports(self.config["LANES_EXPORT_TTL_DAYS"])
+        except SQLAlchemyError:
+            log.warning("supervisor: could not delete expired exports; will try again", exc_info=True)
+            db.session.rollback()
+            return
+        finally:
+            db.session.remove()
+        if deleted:
+            log.info("supervisor: deleted %d expired exports", deleted)
 
     def _signal(self, pid: int, signum: int) -> None:
         try:
