@@ -146,6 +146,26 @@ def test_worker_stages_serves_the_jobs_and_reports_every_stage(bench_database, r
     assert_database_empty(bench_database)
 
 
+def test_web_costs_splits_a_submit_into_server_floor_flask_floor_and_submit(bench_database, redis_url):
+    env = {key: value for key, value in os.environ.items()
+           if key not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "LANES_INSTANCE_DIR"}}
+    env.update(DATABASE_URL=bench_database, REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
+    keys_before = set(redis.Redis.from_url(redis_url).keys("*"))
+
+    done = subprocess.run([sys.executable, "-m", "bench.web_costs", "40"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    headline, *lines = done.stdout.strip().splitlines()
+    assert headline == "CPU per call, 40 calls each (no profiler):"
+    figures = {line.split("(")[0].strip(): float(line.split()[-2]) for line in lines}
+    assert list(figures) == ["HTTP server floor", "Flask floor", "Flask submit"]
+    assert all(value > 0 for value in figures.values()), figures
+    assert figures["Flask submit"] > figures["Flask floor"], "a submit does more than a 404"
+    assert set(redis.Redis.from_url(redis_url).keys("*")) <= keys_before
+    assert_database_empty(bench_database)
+
+
 @pytest.mark.timeout(300)
 def test_profile_samples_the_lane_workers_while_they_drain(bench_database, redis_url):
     env = {key: value for key, value in os.environ.items()
