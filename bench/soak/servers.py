@@ -70,12 +70,15 @@ class RedisServer:
         self.process: subprocess.Popen | None = None
         self.frozen = False
 
-    def start(self) -> None:
+    def start(self, replica_of: int | None = None) -> None:
+        """Start (as a replica of the server on port ``replica_of``, if given) and wait until it answers."""
         command = [
             self.binary, "--bind", HOST, "--port", str(self.port), "--dir", str(self.directory),
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
         ]
+        if replica_of is not None:
+            command += ["--replicaof", HOST, str(replica_of)]
         self.process = subprocess.Popen(dies_with_soak(command), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + START_SECONDS
@@ -124,6 +127,9 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def freeze(self) -> None:
         self.process.send_signal(signal.SIGSTOP)
