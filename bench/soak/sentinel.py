@@ -138,6 +138,7 @@ class SentinelDeployment:
 
     def ready(self) -> bool:
         """Every sentinel sees the primary up, each replica up and linked, and the other sentinels."""
+        self.refresh()
         for sentinel in self.sentinels:
             try:
                 with sentinel.client() as connection:
@@ -160,6 +161,17 @@ class SentinelDeployment:
         """The primary's port, if every sentinel that answers agrees on it."""
         seen = {port for port in (sentinel.primary_port() for sentinel in self.sentinels) if port is not None}
         return seen.pop() if len(seen) == 1 else None
+
+    def refresh(self) -> RedisServer:
+        """``primary``, made the server the sentinels agree on if they promoted another one and it answers as primary.
+
+        A fault that only meant to restart the primary may have outlasted down-after-milliseconds
+        on a busy machine: the next fault must still hit the primary.
+        """
+        port = self.primary_by_sentinels()
+        if port is not None and port != self.primary.port and self._is_primary(port):
+            self.primary = self.server_on(port)
+        return self.primary
 
     def server_on(self, port: int) -> RedisServer:
         return next(server for server in self.servers if server.port == port)
