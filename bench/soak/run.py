@@ -199,8 +199,8 @@ class Soak:
                 "summary": settings.summary(), "seconds": settings.seconds, "seed": settings.seed,
                 "users": settings.users, "supervisors": settings.supervisors,
                 "lease_seconds": settings.lease_seconds, "drained_seconds": round(observed_until - traffic_end, 1),
-                "kinds": list(settings.kinds), "sentinel": settings.sentinel, "redis_ports": self._redis_ports(),
-                "redis_port": self._redis_ports()[0], "postgres_port": self.postgres.port,
+                "kinds": list(settings.kinds), "sentinel": settings.sentinel, "redis_ports": self.redis.ports,
+                "redis_port": self.redis.ports[0], "postgres_port": self.postgres.port,
                 "scratch": str(self.scratch)}
         text = report.render(verdict, faults, recoveries, info)
         return Outcome(verdict, faults, recoveries, text, report.document(verdict, faults, recoveries, info))
@@ -234,20 +234,8 @@ class Soak:
             except Exception as problem:  # noqa: BLE001 - the next fix may still work
                 say(f"could not restore: {type(problem).__name__}: {problem}")
 
-    def _redis_ports(self) -> list[int]:
-        return self.redis.ports if isinstance(self.redis, SentinelDeployment) else [self.redis.port]
-
     def _restore_redis(self) -> None:
-        if isinstance(self.redis, SentinelDeployment):
-            for server in self.redis.servers:
-                if server.frozen:
-                    server.thaw()
-            self.redis.rejoin()  # a killed server comes back as a replica of the primary
-            return
-        if self.redis.frozen:
-            self.redis.thaw()
-        if self.redis.process is None or self.redis.process.poll() is not None:
-            self.redis.start()
+        self.redis.restore()
 
     def _restore_postgres(self) -> None:
         if not self.postgres.running:
@@ -264,7 +252,7 @@ class Soak:
 
     def close(self, failed: bool) -> Path | None:
         """Stop everything the soak started; keep the logs (returned) when the run failed or ``keep``."""
-        for step in (lambda: self.lanes and self.lanes.stop(STOP_SECONDS), self._stop_redis, self._stop_postgres):
+        for step in (lambda: self.lanes and self.lanes.stop(STOP_SECONDS), self.redis.stop, self._stop_postgres):
             try:
                 step()
             except Exception as problem:  # noqa: BLE001 - stop the rest regardless
@@ -272,7 +260,7 @@ class Soak:
         kept = None
         if failed or self.settings.keep:
             kept = self.scratch / "logs"
-            for name, log in [("postgres.log", self.postgres.directory / "postgres.log"), *self._redis_logs()]:
+            for name, log in [("postgres.log", self.postgres.directory / "postgres.log"), *self.redis.log_paths()]:
                 if log.exists():
                     shutil.copy(log, kept / name)
         for part in ("pg", "redis", "instance"):
@@ -280,17 +268,6 @@ class Soak:
         if kept is None:
             shutil.rmtree(self.scratch, ignore_errors=True)
         return kept
-
-    def _stop_redis(self) -> None:
-        if isinstance(self.redis, SentinelDeployment):
-            self.redis.stop()
-        else:
-            self.redis.shut_down()
-
-    def _redis_logs(self) -> list[tuple[str, Path]]:
-        if isinstance(self.redis, SentinelDeployment):
-            return self.redis.log_paths()
-        return [("redis.log", self.redis.directory / "redis.log")]
 
     def _stop_postgres(self) -> None:
         if self.postgres.data.exists():

@@ -209,6 +209,13 @@ class SentinelDeployment:
                 server.start(replica_of=self.primary.port)
         wait_for(self.ready, timeout, "the sentinels to see the rejoined replica", interval=0.2)
 
+    def restore(self) -> None:
+        """After a fault that failed half-way: every server running, not frozen, the sentinels counting on it."""
+        for server in self.servers:
+            if server.frozen:
+                server.thaw()
+        self.rejoin()
+
     def log_paths(self) -> list[tuple[str, Path]]:
         """(a name for the copy, the log) of every process, for a failed run's kept logs."""
         return ([(f"redis-{server.port}.log", server.directory / "redis.log") for server in self.servers]

@@ -106,6 +106,25 @@ class RedisServer:
         except FileNotFoundError:
             return "(no log)"
 
+    @property
+    def ports(self) -> list[int]:
+        """Every port it listens on (as for a Sentinel deployment, which has several)."""
+        return [self.port]
+
+    def log_paths(self) -> list[tuple[str, Path]]:
+        """(a name for the copy, the log), for a failed run's kept logs."""
+        return [("redis.log", self.directory / "redis.log")]
+
+    def restore(self) -> None:
+        """After a fault that failed half-way: running and not frozen."""
+        if self.frozen:
+            self.thaw()
+        if not self.running():
+            self.start()
+
+    def stop(self) -> None:
+        self.shut_down()
+
     def kill(self) -> None:
         """SIGKILL: a crash (up to a second of append-only writes may be lost)."""
         self._end(signal.SIGKILL)
