@@ -36,7 +36,8 @@ bench: $(INSTALLED_DEV)
 	$(PYTHON) -m bench.hostile
 
 # The fault soak: its own PostgreSQL and redis-server, gunicorn and two supervisors, random faults;
-# exits non-zero on any violation. SOAK_SECONDS (default 120) and SOAK_SEED choose the run.
+# exits non-zero on any violation. SOAK_SECONDS (default 120) and SOAK_SEED choose the run;
+# SOAK_SENTINEL=1 runs Redis as a Sentinel deployment and fails its primary over.
 soak: $(INSTALLED_DEV)
 	$(PYTHON) -m bench.soak
 

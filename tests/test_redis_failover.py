@@ -17,8 +17,8 @@ import pytest
 import requests
 import socketio
 
+from bench.soak.sentinel import SentinelDeployment, sentinel_missing
 from tests.conftest import requests_of, wait_until
-from tests.redis_sentinel import SentinelDeployment, debian_redis_sentinel_installed
 
 USERS = 4
 LOAD_BEFORE_KILL_SECONDS = 2.0
@@ -27,8 +27,8 @@ SUBMIT_DEADLINE_SECONDS = 60.0
 PAUSE_SECONDS = 0.05  # between one user's submits: steady load that the lanes can keep up with
 
 pytestmark = pytest.mark.skipif(
-    not debian_redis_sentinel_installed() and not os.environ.get("CI"),
-    reason="Debian's redis-server and redis-sentinel are not installed (.ci/run installs them)",
+    bool(sentinel_missing()) and not os.environ.get("CI"),
+    reason=f"{sentinel_missing()} (.ci/run installs it)",
 )
 
 

@@ -12,7 +12,7 @@ from webapp.config import PROJECT_ROOT, Config
 def create_app(config: dict | None = None) -> Flask:
     """Build the web app; ``config`` overrides settings read from the environment (tests)."""
     import jobs  # noqa: F401 - registers the job catalogue
-    from webapp import db_ping, errors, extensions, system_log
+    from webapp import db_ping, errors, extensions, session_teardown, system_log
     from webapp.client_address import trust_proxies
     from webapp.extensions import csrf, db, login_manager, migrate, redis_binding, socketio_channel
     from webapp.ids import IdConverter
@@ -27,6 +27,7 @@ def create_app(config: dict | None = None) -> Flask:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     db.init_app(app)
+    session_teardown.init_app(app)  # after db.init_app: it must run before Flask-SQLAlchemy's teardown
     with app.app_context():
         if db.engine.dialect.name != "sqlite" and app.config["LANES_DB_PRE_PING"]:  # SQLite files need none
             db_ping.install(db.engine)

@@ -6,5 +6,6 @@ drives N users through the JSON API (an Idempotency-Key on every submit, retried
 connection errors), kills and breaks those processes and servers at random (seeded), and then
 checks from the database that no acknowledged request was lost, duplicated, run concurrently
 or out of order, that every ledger is exact and that no answer was a 500. It measures how long
-each fault took to recover from, prints a table, and exits non-zero on any violation.
+each fault took to recover from, prints a table, and exits non-zero on any violation. With
+``--sentinel`` Redis is a primary, a replica and three sentinels, and a failover is one of the faults.
 """

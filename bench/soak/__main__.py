@@ -1,5 +1,7 @@
 """``python -m bench.soak [--seconds N] [--seed S]``: the fault soak; exit 0 only when nothing was violated.
 
+``--sentinel`` runs Redis as a Sentinel deployment and adds the fault ``sentinel_failover``.
+
 Exit status: 0 no violation; 1 at least one violation (the table lists them); 2 the soak could
 not run (a server or process would not start, bad arguments).
 """
@@ -20,7 +22,7 @@ class Interrupted(Exception):
 
 
 def parse_arguments(argv: list[str] | None):
-    from bench.soak.faults import DESCRIPTIONS, KINDS
+    from bench.soak.faults import DESCRIPTIONS, default_kinds, refused_kinds
 
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=float(os.environ.get("SOAK_SECONDS", 120)),
@@ -35,17 +37,25 @@ def parse_arguments(argv: list[str] | None):
                         help="after the traffic, how long acknowledged requests may take to end")
     parser.add_argument("--fault-interval", type=float, default=None,
                         help="mean seconds between faults (default: about 12, at least one of each kind)")
-    parser.add_argument("--faults", default=",".join(KINDS),
-                        help="comma-separated fault kinds: " + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()))
+    parser.add_argument("--sentinel", action="store_true", default=os.environ.get("SOAK_SENTINEL", "") == "1",
+                        help="Redis as a primary, a replica and three sentinels; Lanes gets a redis+sentinel:// URL, "
+                             "the Redis faults hit the primary of the moment, redis_refuse and redis_freeze do not "
+                             "apply (default: $SOAK_SENTINEL=1)")
+    parser.add_argument("--faults", default=None,
+                        help="comma-separated fault kinds (default: all that apply with or without --sentinel): "
+                             + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()))
     parser.add_argument("--recovery-limit", type=float, default=None, metavar="SECONDS",
                         help="also a violation: a fault after which a lane with work took longer to move again")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the logs even when the run passed")
     args = parser.parse_args(argv)
-    kinds = tuple(kind for kind in args.faults.split(",") if kind)
-    unknown = [kind for kind in kinds if kind not in KINDS]
-    if unknown or not kinds:
-        parser.error(f"unknown fault kinds: {', '.join(unknown) or '(none given)'}")
+    kinds = (tuple(kind for kind in args.faults.split(",") if kind) if args.faults is not None
+             else default_kinds(args.sentinel))
+    if not kinds:
+        parser.error("no fault kinds given")
+    refused = refused_kinds(kinds, args.sentinel)
+    if refused:
+        parser.error("; ".join(refused))
     if args.seconds < 20 or args.users < 1 or args.supervisors < 2:
         parser.error("needs --seconds >= 20, --users >= 1 and --supervisors >= 2")
     args.kinds = kinds
@@ -64,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(seconds=args.seconds, seed=args.seed, users=args.users, supervisors=args.supervisors,
                         lease_seconds=args.lease_seconds, drain_seconds=args.drain_seconds,
                         fault_interval=args.fault_interval, kinds=args.kinds, keep=args.keep,
-                        recovery_limit=args.recovery_limit)
+                        recovery_limit=args.recovery_limit, sentinel=args.sentinel)
     say(f"seed {settings.seed} (repeat with --seed {settings.seed})")
     soak = Soak(settings)
     outcome = None

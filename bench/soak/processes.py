@@ -18,6 +18,7 @@ import requests
 
 from webapp.config import PROJECT_ROOT
 from webapp.launcher import Launcher
+from webapp.redis_client import redis_client
 
 from .servers import HOST, dies_with_soak
 
@@ -129,7 +130,7 @@ class Lanes:
 
         def heartbeat() -> bool:
             try:
-                with redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2) as r:
+                with redis_client(self.redis_url, socket_timeout=2, socket_connect_timeout=2) as r:
                     return any(m.decode().startswith(mine) for m in r.zrange(keys.SUPERVISORS, 0, -1))
             except redis.RedisError:
                 return False

@@ -89,7 +89,7 @@ def document(verdict: Verdict, faults: list[Fault], recoveries, settings: dict) 
         "faults": fault_rows(faults, recoveries),
         "fault_log": [
             {"kind": f.kind, "began": f.began, "ended": f.ended, "seconds": round(f.ended - f.began, 2),
-             "detail": f.detail, "skipped": f.skipped, "error": f.error,
+             "detail": f.detail, "skipped": f.skipped, "error": f.error, "extra": f.extra,
              "recovery_s": recoveries[id(f)][0], "censored": recoveries[id(f)][1], "busy_lanes": recoveries[id(f)][2]}
             for f in faults if f.began
         ],

@@ -18,8 +18,9 @@ import psycopg
 from webapp.config import PROJECT_ROOT
 
 from . import audit, checks, evidence, report
-from .faults import KINDS, Fault, Injector, plan
+from .faults import Fault, Injector, default_kinds, plan
 from .processes import Lanes, TwoWorkerWatch
+from .sentinel import SentinelDeployment
 from .servers import PostgresCluster, RedisServer
 from .traffic import SoakUser, UserTraffic
 
@@ -37,14 +38,16 @@ class Settings:
     lease_seconds: int = 5
     drain_seconds: float = 90
     fault_interval: float | None = None
-    kinds: tuple[str, ...] = KINDS
+    kinds: tuple[str, ...] = default_kinds(False)
     pause: tuple[float, float] = (0.1, 0.6)
     keep: bool = False
     recovery_limit: float | None = None
+    sentinel: bool = False  # Redis as primary + replica + three sentinels, Lanes on a redis+sentinel:// URL
 
     def summary(self) -> str:
         return (f"{self.seconds:g} s of traffic, seed {self.seed}, {self.users} users, {self.supervisors} "
-                f"supervisors, LANES_LEASE_SECONDS={self.lease_seconds}")
+                f"supervisors, LANES_LEASE_SECONDS={self.lease_seconds}"
+                + (", Redis Sentinel (primary, replica, 3 sentinels)" if self.sentinel else ""))
 
 
 @dataclass
@@ -69,14 +72,16 @@ class Soak:
         self.logs.mkdir()
         self.run_id = f"s{settings.seed}-{secrets.token_hex(3)}"
         self.postgres = PostgresCluster(self.scratch / "pg")
-        self.redis = RedisServer(self.scratch / "redis")
+        self.redis = (SentinelDeployment(self.scratch / "redis") if settings.sentinel
+                      else RedisServer(self.scratch / "redis"))
         self.lanes: Lanes | None = None
         self.users: list[SoakUser] = []
 
     # -- setting up ------------------------------------------------------------------------
 
     def start(self) -> None:
-        say(f"starting PostgreSQL and Redis of its own under {self.scratch}")
+        say(f"starting PostgreSQL and Redis{' Sentinel' if self.settings.sentinel else ''} of its own under "
+            f"{self.scratch}")
         self.postgres.create()
         self.redis.start()
         env = {key: value for key, value in os.environ.items() if not key.startswith(("PG", "LANES_"))}
@@ -194,7 +199,8 @@ class Soak:
                 "summary": settings.summary(), "seconds": settings.seconds, "seed": settings.seed,
                 "users": settings.users, "supervisors": settings.supervisors,
                 "lease_seconds": settings.lease_seconds, "drained_seconds": round(observed_until - traffic_end, 1),
-                "kinds": list(settings.kinds), "redis_port": self.redis.port, "postgres_port": self.postgres.port,
+                "kinds": list(settings.kinds), "sentinel": settings.sentinel, "redis_ports": self.redis.ports,
+                "redis_port": self.redis.ports[0], "postgres_port": self.postgres.port,
                 "scratch": str(self.scratch)}
         text = report.render(verdict, faults, recoveries, info)
         return Outcome(verdict, faults, recoveries, text, report.document(verdict, faults, recoveries, info))
@@ -229,10 +235,7 @@ class Soak:
                 say(f"could not restore: {type(problem).__name__}: {problem}")
 
     def _restore_redis(self) -> None:
-        if self.redis.frozen:
-            self.redis.thaw()
-        if self.redis.process is None or self.redis.process.poll() is not None:
-            self.redis.start()
+        self.redis.restore()
 
     def _restore_postgres(self) -> None:
         if not self.postgres.running:
@@ -249,7 +252,7 @@ class Soak:
 
     def close(self, failed: bool) -> Path | None:
         """Stop everything the soak started; keep the logs (returned) when the run failed or ``keep``."""
-        for step in (lambda: self.lanes and self.lanes.stop(STOP_SECONDS), self.redis.shut_down, self._stop_postgres):
+        for step in (lambda: self.lanes and self.lanes.stop(STOP_SECONDS), self.redis.stop, self._stop_postgres):
             try:
                 step()
             except Exception as problem:  # noqa: BLE001 - stop the rest regardless
@@ -257,9 +260,9 @@ class Soak:
         kept = None
         if failed or self.settings.keep:
             kept = self.scratch / "logs"
-            for log in (self.postgres.directory / "postgres.log", self.redis.directory / "redis.log"):
+            for name, log in [("postgres.log", self.postgres.directory / "postgres.log"), *self.redis.log_paths()]:
                 if log.exists():
-                    shutil.copy(log, kept / log.name)
+                    shutil.copy(log, kept / name)
         for part in ("pg", "redis", "instance"):
             shutil.rmtree(self.scratch / part, ignore_errors=True)
         if kept is None:

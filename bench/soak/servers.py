@@ -70,12 +70,15 @@ class RedisServer:
         self.process: subprocess.Popen | None = None
         self.frozen = False
 
-    def start(self) -> None:
+    def start(self, replica_of: int | None = None) -> None:
+        """Start (as a replica of the server on port ``replica_of``, if given) and wait until it answers."""
         command = [
             self.binary, "--bind", HOST, "--port", str(self.port), "--dir", str(self.directory),
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
         ]
+        if replica_of is not None:
+            command += ["--replicaof", HOST, str(replica_of)]
         self.process = subprocess.Popen(dies_with_soak(command), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + START_SECONDS
@@ -103,6 +106,25 @@ class RedisServer:
         except FileNotFoundError:
             return "(no log)"
 
+    @property
+    def ports(self) -> list[int]:
+        """Every port it listens on (as for a Sentinel deployment, which has several)."""
+        return [self.port]
+
+    def log_paths(self) -> list[tuple[str, Path]]:
+        """(a name for the copy, the log), for a failed run's kept logs."""
+        return [("redis.log", self.directory / "redis.log")]
+
+    def restore(self) -> None:
+        """After a fault that failed half-way: running and not frozen."""
+        if self.frozen:
+            self.thaw()
+        if not self.running():
+            self.start()
+
+    def stop(self) -> None:
+        self.shut_down()
+
     def kill(self) -> None:
         """SIGKILL: a crash (up to a second of append-only writes may be lost)."""
         self._end(signal.SIGKILL)
@@ -124,6 +146,9 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def freeze(self) -> None:
         self.process.send_signal(signal.SIGSTOP)

@@ -7,6 +7,7 @@ notice — a request that ran once, with one effect, in order.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -16,6 +17,8 @@ from tests.conftest import requests_of, wait_until
 from webapp.extensions import db
 from webapp.lanes.execution import PlumbingFailure, claim_next, execute
 from webapp.lanes.fence import LaneFence
+from webapp.lanes.lane_worker import serve_lane
+from webapp.lanes.lease import LaneLease
 from webapp.lanes.service import submit_request
 from webapp.models import LaneOwner, LaneRequest, LedgerAccount
 
@@ -109,3 +112,28 @@ def test_a_redis_flush_mid_job_with_two_supervisors_never_runs_a_request_twice(a
     order = [slow, *after]
     for earlier, later in zip(order, order[1:], strict=False):
         assert found[later].started_at >= found[earlier].ended_at, "a lane ran two requests at once, or out of order"
+
+
+def test_a_worker_waits_for_a_fence_still_held_and_then_runs_the_lane(app, make_user, redis_client, monkeypatch):
+    # After a Redis flush a new worker takes the lane's lease while the previous one still runs its
+    # job under the fence: the new one must wait for that fence, not give the lane up after one
+    # renewal period (and be forked again and again while the job runs).
+    user = make_user("wanda")
+    with app.app_context():
+        waiting = submit_request(user, "echo", {"message": "after the previous job"}).request.id
+    previous = fence(app, user, "worker:previous")
+    with app.app_context():
+        assert previous.acquire()
+    monkeypatch.setitem(app.config, "LANES_LEASE_SECONDS", 0.6)  # renewals every 0.2 s while it waits
+    monkeypatch.setitem(app.config, "LANES_IDLE_SECONDS", 1)
+    lease = LaneLease(redis_client, user, "test:new", seconds=10)
+    assert lease.acquire()
+    previous_job_ends = threading.Timer(1.5, previous.release)  # several renewal periods later
+    previous_job_ends.start()
+    try:
+        serve_lane(app, user, lease)  # in this process: returns once the lane has been idle 1 s
+    finally:
+        previous_job_ends.join()
+
+    row = {row.id: row for row in requests_of(app, user)}[waiting]
+    assert (row.status, row.attempts) == ("finished", 1), "the new worker gave the lane up instead of waiting"

@@ -97,6 +97,7 @@ class LaneWorker:
         self.rq_worker.procline = self.procline
         self.stop_requested = self.stop.requested  # SIGTERM: finish the running job, then go
         self.lane_lost = threading.Event()  # the lease or the fence went to another worker
+        self.fenced = threading.Event()  # take_fence took the fence: from then on it can be lost
         self.handed_back = False
         self.jobs_in_a_row = 0
         self.shown_busy = False  # RQ's record says busy (set with each start, cleared once idle)
@@ -296,6 +297,7 @@ class LaneWorker:
         while not self.stopping():
             try:
                 if self.fence.acquire():
+                    self.fenced.set()
                     return True
             except SQLAlchemyError:
                 log.warning("lane %s: database unavailable while taking the fence", self.user_id)
@@ -308,8 +310,12 @@ class LaneWorker:
         It is renewed even after the Redis lease was lost: the running job must finish under the fence,
         or a new worker could take the lane and re-run the job beside it. Only a fence that lapsed and
         went to another worker (this one frozen or cut off past ``LANES_LEASE_SECONDS``) stops it.
+        Until ``take_fence`` has it there is nothing to renew: the previous holder's fence is not this
+        worker's lost fence (calling it that would stop a worker that is meant to wait for it).
         """
         while not stop.wait(self.renew_every):
+            if not self.fenced.is_set():
+                continue
             try:
                 if not self.fence.renew() and not self.fence.acquire():
                     log.warning("lane %s: fence taken by another worker; stopping", self.user_id)
