@@ -51,6 +51,8 @@ from webapp.lanes.worker_metrics import (
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# After Redis failed, ask again soon (a Sentinel failover answers within about 2 s), then once a second.
+REDIS_RETRY_SECONDS = (0.1, 0.2, 0.4, 0.8, 1.0)
 EXPORT_SWEEP_SECONDS = 3600  # expired exports are refused at once; deleting them can wait an hour
 
 
@@ -110,12 +112,15 @@ class Supervisor:
         # copy, the memory pages it shares with the supervisor.
         gc.freeze()
         log.info("supervisor %s: serving up to %d lanes", self.id, self.config["LANES_MAX_WORKERS"])
+        failures = 0  # ticks in a row that found Redis away
         while not self.stopping:
             try:
                 self.tick()
-            except redis.exceptions.ConnectionError:
-                log.warning("supervisor: Redis unavailable, retrying", exc_info=True)
-                time.sleep(1)
+                failures = 0
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                log.warning("supervisor: Redis unavailable, retrying", exc_info=failures == 0)
+                time.sleep(REDIS_RETRY_SECONDS[min(failures, len(REDIS_RETRY_SECONDS) - 1)])
+                failures += 1
             except Exception:  # noqa: BLE001 - the supervisor must outlive one bad tick
                 log.exception("supervisor: tick failed")
                 time.sleep(1)
