@@ -97,11 +97,12 @@ def test_requests_survive_redis_losing_its_data_and_keep_their_order(app, make_u
 
 
 def test_a_flush_under_a_running_lane_does_not_wait_for_the_reconciler(app, make_user, start_worker, redis_client):
-    """Redis loses everything while a lane runs a job: the lane's worker loses its lease, finishes the
-    job and leaves; its queued requests (whose ids went with the flush) still run right after, in
-    order, although the reconciler would not look for minutes."""
+    """Redis loses everything while a lane runs a job: the lane's worker takes its forgotten lease
+    again and finishes the job; its queued requests (whose ids went with the flush, and which no new
+    submit pushes again) still run right after, in order, although the reconciler would not look for
+    minutes and the worker would not leave idle for one."""
     user = make_user("erin")
-    start_worker(LANES_RECONCILE_SECONDS="600", LANES_LEASE_SECONDS="3")
+    start_worker(LANES_RECONCILE_SECONDS="600", LANES_LEASE_SECONDS="3", LANES_IDLE_SECONDS="60")
     with app.app_context():
         ids = [submit_request(user, "echo", {"message": "long", "delay_ms": 2500}).request.id]
         ids += [submit_request(user, "echo", {"message": str(n)}).request.id for n in range(3)]
@@ -109,8 +110,8 @@ def test_a_flush_under_a_running_lane_does_not_wait_for_the_reconciler(app, make
     wait_until(lambda: rows_of(app, user)[0].status == "started", timeout=20, message="the long job to start")
     redis_client.flushdb()
 
-    rows = wait_until(lambda: all_finished(app, user), timeout=30,
-                      message="the flushed lane's requests to run without the reconciler")
+    rows = wait_until(lambda: all_finished(app, user), timeout=20,
+                      message="the flushed lane's requests to run without the reconciler or an idle exit")
     ran = sorted(rows, key=lambda row: row.started_at)
     assert [row.id for row in ran] == ids
     assert all(row.attempts == 1 for row in rows), "a request ran twice"

@@ -114,6 +114,7 @@ RECORD_OUTCOME = (
     .returning(*TABLE.c, _others_pending())
 )
 NO_LIMIT = 2**63 - 1
+SETTLED_ONLY = 0  # as a claim's bound: no id is this small, so only rows pending past SETTLED qualify
 SETTLED = timedelta(seconds=1)  # a pending row this old has had its submit's Redis writes done (or undone)
 
 

@@ -30,6 +30,8 @@ from webapp.lanes import keys, ready_index, rq_adapter
 from webapp.lanes.cleanup import delete_lane_if_gone
 from webapp.lanes.execution import (
     NO_LIMIT,
+    SETTLED,
+    SETTLED_ONLY,
     Events,
     PlumbingFailure,
     announce_events,
@@ -99,6 +101,8 @@ class LaneWorker:
         self.lane_lost = threading.Event()  # the lease or the fence went to another worker
         self.fenced = threading.Event()  # take_fence took the fence: from then on it can be lost
         self.handed_back = False
+        self.retakes_seen = lease.retaken  # see redis_forgot_lane
+        self.ask_database_until = self.next_database_look = 0.0
         self.jobs_in_a_row = 0
         self.shown_busy = False  # RQ's record says busy (set with each start, cleared once idle)
         self.board = board or NoBoard()  # the supervisor's slots: crowded? and this worker idle
@@ -118,6 +122,7 @@ class LaneWorker:
         """
         taken: str | None = None  # an id taken off the queue, for the next claim to account for
         claim = first_claim = True  # first thing: the database may hold work Redis lost (a crash, a flush)
+        settled_only = False  # the next claim takes only rows whose submits have settled
         ended: Events = ()  # the last request's end, not yet announced
         idle_since = time.monotonic()
         next_fairness_check = 0.0
@@ -126,7 +131,9 @@ class LaneWorker:
                 if claim:
                     try:
                         # Up to the id taken: a younger row may not have been announced as queued yet.
-                        claimed = claim_next(self.user_id, self.fence.holder, int(taken) if taken else NO_LIMIT)
+                        up_to = int(taken) if taken else SETTLED_ONLY if settled_only else NO_LIMIT
+                        settled_only = False
+                        claimed = claim_next(self.user_id, self.fence.holder, up_to)
                     except SQLAlchemyError as problem:
                         ended = self.announce(ended)
                         self.recover("claiming a request", problem)
@@ -176,6 +183,11 @@ class LaneWorker:
                     continue
                 # Nothing to claim: wait for the queue, unless other lanes wait for this slot.
                 self.jobs_in_a_row = 0
+                if self.redis_forgot_lane():
+                    # Ask the database: the ids Redis held are gone. Only rows whose submits have
+                    # settled: a younger one's id (and its request.queued) may be on its way.
+                    taken, claim, settled_only = None, True, True
+                    continue
                 if time.monotonic() - idle_since >= self.idle_seconds:
                     break
                 if self.board.crowded():
@@ -199,6 +211,22 @@ class LaneWorker:
             self.announce(ended)
         if taken is not None:
             self.put_back(taken)
+
+    def redis_forgot_lane(self) -> bool:
+        """Whether the database should be asked for this lane's work because Redis forgot the lane.
+
+        The lease renewal takes the lease again when Redis lost it (a flush, a restart without
+        persistence); the lane's queued ids went with it, and nobody may push them again (a user who
+        waits for their requests submits nothing new). From then, and for as long as a submit of just
+        before may still be committing (``SETTLED``), each look at an empty queue is also a claim.
+        """
+        if self.lease.retaken != self.retakes_seen:
+            self.retakes_seen = self.lease.retaken
+            self.ask_database_until = time.monotonic() + SETTLED.total_seconds() + IDLE_POLL_SECONDS
+        if time.monotonic() >= self.ask_database_until or time.monotonic() < self.next_database_look:
+            return False
+        self.next_database_look = time.monotonic() + IDLE_POLL_SECONDS
+        return True
 
     def fence_lapsed(self) -> bool:
         """After a claim found nothing: whether that was because the fence had lapsed (the database was

@@ -27,6 +27,7 @@ class LaneLease:
         self.token = token
         self.ttl_ms = int(seconds * 1000)
         self.key = keys.lease(user_id)
+        self.retaken = 0  # times Redis had forgotten the lease and ``renew`` took it again
 
     def acquire(self) -> bool:
         return bool(self.connection.set(self.key, self.token, nx=True, px=self.ttl_ms))
@@ -35,7 +36,10 @@ class LaneLease:
         """Extend the lease, or take it again if Redis forgot it; False when another holder has it."""
         if self.connection.eval(_RENEW, 1, self.key, self.token, self.ttl_ms):
             return True
-        return self.acquire()
+        if not self.acquire():
+            return False
+        self.retaken += 1  # Redis forgot the lane (flushed, or restarted empty): its queued ids went too
+        return True
 
     def release(self) -> bool:
         """Give the lane back; True when it still has work for another worker."""
