@@ -143,3 +143,39 @@ def test_a_redis_blip_as_a_lane_worker_starts_hands_the_lane_back_instead_of_cra
     assert redis_client.zscore("lanes:ready", str(user)) is not None, "the lane left the ready index"
     assert [row.status for row in requests_of(app, user)] == ["queued"]
     assert request_id
+
+
+def test_a_lane_handed_back_while_redis_fails_over_stays_ready(app, make_user, redis_client, monkeypatch):
+    """A lane worker starts as the primary dies: it cannot start, nor at first hand its lane back, and
+    the new primary lacks the lane's id (replication is asynchronous). It keeps trying to hand the
+    lane back until Redis answers, and leaves it ready: its request does not wait for the reconciler."""
+    from webapp.lanes import keys, rq_adapter
+    from webapp.lanes.lane_worker import serve_lane
+    from webapp.lanes.lease import LaneLease
+
+    user = make_user("vera")
+    with app.app_context():
+        submit_request(user, "echo", {"message": "lost with the old primary"})
+    lease = LaneLease(redis_client, user, "test:failover", seconds=10)
+    assert lease.acquire()
+    redis_client.delete(keys.rq_queue(user))  # the id the old primary held
+    redis_client.zrem(keys.READY, str(user))  # admitted: the lane left the ready index
+
+    def refused(*_args, **_kwargs):
+        raise redis.exceptions.ConnectionError("Connection refused.")
+
+    monkeypatch.setattr(rq_adapter.LaneRQWorker, "register_birth", refused)
+    release, tries = LaneLease.release, []
+
+    def release_once_redis_answers(self):
+        tries.append(1)
+        if len(tries) < 3:
+            refused()
+        return release(self)
+
+    monkeypatch.setattr(LaneLease, "release", release_once_redis_answers)
+
+    assert serve_lane(app, user, lease) == 0
+    assert len(tries) == 3, "the hand-back was not tried again"
+    assert not redis_client.exists(keys.lease(user)), "the lane was not handed back"
+    assert redis_client.zscore(keys.READY, str(user)) is not None, "the lane with work is not ready"

@@ -50,6 +50,8 @@ IDLE_POLL_SECONDS = 0.5  # how often an idle lane worker looks up from its queue
 FAIRNESS_CHECK_SECONDS = 1.0  # past its fair share, how often a busy one asks Redis whether others wait
 RETRY_SECONDS = 0.5  # between attempts while Redis or the database is away
 REDIS_AWAY = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+HAND_BACK_PATIENCE_SECONDS = 6.0  # a leaving worker retries handing its lane back this long (a failover)
+HAND_BACK_RETRY_SECONDS = 0.5
 
 
 def worker_name(lease: LaneLease) -> str:
@@ -390,7 +392,7 @@ def _serve_lane(app, user_id: int, lease: LaneLease, board, stop_request: StopRe
             worker = LaneWorker(app, user_id, lease, board, stop_request)  # RQ's worker may ask Redis things
         except REDIS_AWAY:
             log.warning("lane %s: Redis unavailable as its worker started; handing the lane back", user_id)
-            _quietly(lease.release)
+            _let_go(lease, user_id, stop_request)
             return 0
         stop = threading.Event()
         holders = [threading.Thread(target=keep, args=(stop,), daemon=True)
@@ -415,14 +417,27 @@ def _serve_lane(app, user_id: int, lease: LaneLease, board, stop_request: StopRe
                 _quietly(worker.rq_worker.register_death)
             if fenced:
                 _quietly(worker.fence.release)
-            still_has_work = _quietly(lease.release)
-            if still_has_work is False and _quietly(lambda: has_pending(user_id)):
-                # Redis lost the lane's ids (a flush, a restart) but its rows wait: a worker, now.
-                _quietly(lambda: ready_index.remark(lease.connection, user_id))
-            elif still_has_work is False:
-                _quietly(lambda: delete_lane_if_gone(lease.connection, user_id))
+            _let_go(lease, user_id, stop_request)
             db.session.remove()
     return 0
+
+
+def _let_go(lease: LaneLease, user_id: int, stop_request: StopRequest) -> None:
+    """Give the lease back, and keep the lane ready when the database still holds its work.
+
+    While Redis is away (a Sentinel failover takes a couple of seconds), the hand-back is tried again
+    for up to ``HAND_BACK_PATIENCE_SECONDS``: a lane handed back into nowhere, its ids lost with the
+    old primary, would wait for the reconciler.
+    """
+    deadline = time.monotonic() + HAND_BACK_PATIENCE_SECONDS
+    while (still_has_work := _quietly(lease.release)) is None and time.monotonic() < deadline:
+        if stop_request.requested.wait(HAND_BACK_RETRY_SECONDS):
+            break
+    if still_has_work is False and _quietly(lambda: has_pending(user_id)):
+        # Redis lost the lane's ids (a flush, a restart, a failover) but its rows wait: a worker, now.
+        _quietly(lambda: ready_index.remark(lease.connection, user_id))
+    elif still_has_work is False:
+        _quietly(lambda: delete_lane_if_gone(lease.connection, user_id))
 
 
 def _quietly(step):
