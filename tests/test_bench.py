@@ -121,14 +121,19 @@ def assert_database_empty(url: str) -> None:
         engine.dispose()
 
 
-def test_worker_stages_serves_the_jobs_and_reports_every_stage(bench_database, redis_url):
+def run_bench_tool(module: str, argument: str, bench_database: str, redis_url: str):
+    """``python -m <module> <argument>`` on the bench's database and Redis: its completed process."""
     env = {key: value for key, value in os.environ.items()
            if key not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "LANES_INSTANCE_DIR"}}
     env.update(DATABASE_URL=bench_database, REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", module, argument], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_worker_stages_serves_the_jobs_and_reports_every_stage(bench_database, redis_url):
     keys_before = set(redis.Redis.from_url(redis_url).keys("*"))
 
-    done = subprocess.run([sys.executable, "-m", "bench.worker_stages", "5"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = run_bench_tool("bench.worker_stages", "5", bench_database, redis_url)
 
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     headline, header, *stages = done.stdout.strip().splitlines()
@@ -147,13 +152,9 @@ def test_worker_stages_serves_the_jobs_and_reports_every_stage(bench_database, r
 
 
 def test_web_costs_splits_a_submit_into_server_floor_flask_floor_and_submit(bench_database, redis_url):
-    env = {key: value for key, value in os.environ.items()
-           if key not in {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "LANES_INSTANCE_DIR"}}
-    env.update(DATABASE_URL=bench_database, REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
     keys_before = set(redis.Redis.from_url(redis_url).keys("*"))
 
-    done = subprocess.run([sys.executable, "-m", "bench.web_costs", "40"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = run_bench_tool("bench.web_costs", "40", bench_database, redis_url)
 
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     headline, *lines = done.stdout.strip().splitlines()
